@@ -1,0 +1,35 @@
+# Two commands take a fresh machine from clone to running: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/crawlfleet
+export CRAWLFLEET_CACHE_DIR := $(CACHE)
+
+.PHONY: bootstrap run test lint format kafka clean
+
+$(VENV)/.installed: pyproject.toml
+	bash deploy/dev/bootstrap.sh "$(VENV)"
+	touch $@
+
+bootstrap: $(VENV)/.installed
+
+kafka: bootstrap
+	bash deploy/kafka/fetch.sh "$(CACHE)/kafka"
+
+## The main job: the whole platform on this machine.
+run: bootstrap
+	$(VENV)/bin/crawlfleet up
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: bootstrap
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Lint, then the whole suite against real services.
+test: bootstrap kafka lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Scrapy components of the crawler project."""

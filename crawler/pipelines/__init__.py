@@ -1,0 +1,1 @@
+"""Item pipelines: validation first, then the sinks (CSV, Kafka)."""

@@ -1,0 +1,90 @@
+"""Settings of the crawler project.
+
+Safe defaults for production crawling. Every project-specific setting is namespaced
+(``CRAWLFLEET_*``, ``KAFKA_*``, ``PROXY_*``, ``USER_AGENT_*``) and can be overridden, in order of
+precedence, by ``scrapy crawl -s NAME=VALUE``, a spider's ``custom_settings``, or an environment
+variable of the same name.
+"""
+
+from crawler.envsettings import env
+
+BOT_NAME = "crawler"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+
+# --- safety -------------------------------------------------------------------------------
+# Both of these open a port that lets anyone on the host run code inside the crawl.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+EXTENSIONS = {
+    "scrapy.extensions.telnet.TelnetConsole": None,
+    "scrapy.extensions.remote_control.RemoteControl": None,
+    "crawler.extensions.report.OutcomeReporter": 500,
+}
+ROBOTSTXT_OBEY = env("CRAWLFLEET_ROBOTSTXT_OBEY", True)
+
+# --- politeness and robustness ---------------------------------------------------------------
+CONCURRENT_REQUESTS = env("CRAWLFLEET_CONCURRENT_REQUESTS", 16)
+CONCURRENT_REQUESTS_PER_DOMAIN = env("CRAWLFLEET_CONCURRENT_REQUESTS_PER_DOMAIN", 8)
+DOWNLOAD_DELAY = env("CRAWLFLEET_DOWNLOAD_DELAY", 0.0)
+DOWNLOAD_TIMEOUT = env("CRAWLFLEET_DOWNLOAD_TIMEOUT", 30)
+RETRY_ENABLED = True
+RETRY_TIMES = env("CRAWLFLEET_RETRY_TIMES", 2)
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408]
+AUTOTHROTTLE_ENABLED = env("CRAWLFLEET_AUTOTHROTTLE", False)
+COOKIES_ENABLED = False
+DNS_TIMEOUT = 10
+CLOSESPIDER_TIMEOUT = env("CRAWLFLEET_CLOSESPIDER_TIMEOUT", 0)
+LOG_LEVEL = env("CRAWLFLEET_LOG_LEVEL", "INFO")
+FEED_EXPORT_ENCODING = "utf-8"
+
+# --- User-Agent rotation --------------------------------------------------------------------
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware": None,
+    "crawler.middlewares.useragent.RotatingUserAgentMiddleware": 400,
+    "crawler.middlewares.proxy.ProxyPoolMiddleware": 740,
+}
+USER_AGENT_ENABLED = env("USER_AGENT_ENABLED", True)
+USER_AGENT_LIST = env(
+    "USER_AGENT_LIST",
+    [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/130.0 Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/18.0 Safari/605.1.15",
+    ],
+)
+USER_AGENT_FILE = env("USER_AGENT_FILE", "")
+
+# --- proxy pool (off unless proxies are configured) ---------------------------------------------
+PROXY_LIST = env("PROXY_LIST", [])
+PROXY_FILE = env("PROXY_FILE", "")
+PROXY_BAN_CODES = env("PROXY_BAN_CODES", [403, 429, 503])
+PROXY_BAN_COOLDOWN = env("PROXY_BAN_COOLDOWN", 60.0)
+PROXY_MAX_RETRIES = env("PROXY_MAX_RETRIES", 5)
+
+# --- item pipelines -----------------------------------------------------------------------
+ITEM_PIPELINES = {
+    "crawler.pipelines.validation.ValidationPipeline": 100,
+    "crawler.pipelines.csv.CsvPipeline": 800,
+    "crawler.pipelines.kafka.KafkaPipeline": 900,
+}
+# CSV: one file per job under this directory ('' disables the pipeline).
+CRAWLFLEET_CSV_DIR = env("CRAWLFLEET_CSV_DIR", "output")
+# Kafka: off unless bootstrap servers are configured.
+KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", "")
+KAFKA_TOPIC = env("KAFKA_TOPIC", "crawlfleet.items")
+KAFKA_FAILURE_THRESHOLD = env("KAFKA_FAILURE_THRESHOLD", 0)
+KAFKA_DELIVERY_TIMEOUT = env("KAFKA_DELIVERY_TIMEOUT", 60.0)
+KAFKA_STARTUP_TIMEOUT = env("KAFKA_STARTUP_TIMEOUT", 10.0)
+
+# --- shared crawls over Redis (scrapy-redis) ---------------------------------------------------
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# --- reporting to the control plane (set per job by the dispatcher) -----------------------------
+CRAWLFLEET_REPORT_URL = env("CRAWLFLEET_REPORT_URL", "")
+CRAWLFLEET_JOB_TOKEN = env("CRAWLFLEET_JOB_TOKEN", "")
+CRAWLFLEET_HEARTBEAT_INTERVAL = env("CRAWLFLEET_HEARTBEAT_INTERVAL", 10.0)
+
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

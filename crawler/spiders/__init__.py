@@ -1,0 +1,1 @@
+"""The project's spiders. ``BaseSpider`` and ``SharedSpider`` are bases, not runnable spiders."""

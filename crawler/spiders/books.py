@@ -1,0 +1,52 @@
+"""List-and-detail crawl of a bookshop: follow pagination, parse every detail page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from scrapy.http import Response
+
+from crawler.items import BookItem
+from crawler.spiders.base import Arg, BaseSpider, positive_int, url_argument
+
+DEFAULT_START = "http://127.0.0.1:8800/catalogue/page-1.html"
+
+
+def parse_book(response: Response) -> BookItem:
+    """Build a BookItem from a detail page (shared with the Redis-fed variant)."""
+    product = response.css("article.product")
+    price = product.css("p.price::text").get(default="").lstrip("£").strip()
+    stars = product.css("p.rating::attr(data-stars)").get()
+    availability = product.css("p.availability::text").re_first(r"\((\d+) available\)")
+    return BookItem(
+        upc=product.css("td.upc::text").get(default="").strip(),
+        title=product.css("h1::text").get(default="").strip(),
+        price=price,  # cleaned to a float by the validation pipeline
+        url=response.url,
+        rating=stars,
+        stock=availability,
+    )
+
+
+class BooksSpider(BaseSpider):
+    name = "books"
+    arguments = {
+        "start_url": Arg(url_argument, DEFAULT_START, "first list page"),
+        "max_pages": Arg(positive_int, 0, "stop after this many list pages (0: all)"),
+    }
+    start_url: str
+    max_pages: int
+
+    def start_urls_from_arguments(self) -> list[str]:
+        return [self.start_url]
+
+    def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        page = response.meta.get("page", 1)
+        yield from response.follow_all(css="ul.books li.book a", callback=self.parse_book)
+        next_page = response.css("a.next::attr(href)").get()
+        if next_page and (not self.max_pages or page < self.max_pages):
+            yield response.follow(next_page, callback=self.parse, meta={"page": page + 1})
+
+    def parse_book(self, response: Response) -> BookItem:
+        return parse_book(response)
