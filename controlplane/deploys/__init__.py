@@ -1,0 +1,1 @@
+"""Projects, egg versions, and which version is on which node."""

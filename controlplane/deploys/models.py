@@ -1,0 +1,75 @@
+"""Eggs are stored here, not only on nodes, so a node that joins late can be brought up to date."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from controlplane.validators import validate_name, validate_version
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=64, unique=True, validators=[validate_name])
+    # The version new runs use unless a task pins one. Rollback moves this pointer back.
+    current_version = models.ForeignKey(
+        "deploys.Version", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def latest_version(self) -> Version | None:
+        return self.versions.order_by("-number").first()
+
+
+class Version(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="versions")
+    version = models.CharField(max_length=18, validators=[validate_version])
+    # The numeric value, so ordering is numeric and never Scrapyd's string sort.
+    number = models.PositiveBigIntegerField(editable=False)
+    egg = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveIntegerField()
+    spiders = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="unique_project_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name} {self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.number = int(self.version)
+        super().save(*args, **kwargs)
+
+
+class NodeDeployment(models.Model):
+    """One version on one node: the per-node result of a deploy, and what to clean up."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        DEPLOYED = "deployed", "deployed"
+        FAILED = "failed", "failed"
+        REMOVED = "removed", "removed"
+
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="deployments")
+    version = models.ForeignKey(Version, on_delete=models.CASCADE, related_name="deployments")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    message = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["node", "version"], name="unique_node_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} on {self.node.name}: {self.state}"

@@ -1,0 +1,134 @@
+"""A Job is one attempt of a TaskRun (or one shard of a fan-out run) on one node.
+
+State changes go through :meth:`Job.transition`, a conditional ``UPDATE ... WHERE state IN (...)``:
+when several pollers or schedulers see the same event, exactly one of them wins the transition
+and only the winner acts on it (schedules the retry, cancels the node's job, sends alerts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+
+def new_scrapyd_job_id() -> str:
+    """Globally unique, so ids never collide when several tasks share a spider."""
+    return uuid.uuid4().hex
+
+
+class Job(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued (waiting for a node)"
+        DISPATCHING = "dispatching", "dispatching"
+        PENDING = "pending", "pending on node"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        LOST = "lost", "lost"
+        CANCELLED = "cancelled", "cancelled"
+        TIMED_OUT = "timed_out", "timed out"
+
+    ACTIVE = (State.QUEUED, State.DISPATCHING, State.PENDING, State.RUNNING)
+    ON_NODE = (State.DISPATCHING, State.PENDING, State.RUNNING)
+    FINAL = (State.SUCCEEDED, State.FAILED, State.LOST, State.CANCELLED, State.TIMED_OUT)
+    RETRYABLE = (State.FAILED, State.LOST, State.TIMED_OUT)
+
+    run = models.ForeignKey("scheduling.TaskRun", on_delete=models.CASCADE, related_name="jobs")
+    attempt = models.PositiveIntegerField(default=1)
+    # At most one retry per attempt: a unique one-to-one, so two pollers cannot both retry.
+    retry_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_by"
+    )
+    shard = models.PositiveIntegerField(default=0, help_text="index within a fan-out run")
+
+    project = models.ForeignKey("deploys.Project", on_delete=models.PROTECT, related_name="jobs")
+    spider = models.CharField(max_length=100)
+    version = models.ForeignKey("deploys.Version", on_delete=models.PROTECT, related_name="jobs")
+    args = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(default=dict, blank=True)
+
+    node = models.ForeignKey(
+        "nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # Nodes earlier attempts ran on: avoided by the dispatcher while others are available.
+    avoid_nodes = models.JSONField(default=list, blank=True)
+    scrapyd_job_id = models.CharField(max_length=64, unique=True, default=new_scrapyd_job_id)
+
+    state = models.CharField(max_length=11, choices=State.choices, default=State.QUEUED)
+    reason = models.TextField(blank=True)
+    exit_status = models.IntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=100, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+    items = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    log_url = models.CharField(max_length=500, blank=True)
+
+    not_before = models.DateTimeField(null=True, blank=True, help_text="retry backoff")
+    cancel_requested = models.BooleanField(default=False)
+    # The spider's report/heartbeat credential; only its hash is kept.
+    report_token_hash = models.CharField(max_length=64, blank=True)
+    reported_final = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "node"]),
+            models.Index(fields=["state", "not_before"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.spider} #{self.pk} attempt {self.attempt} ({self.state})"
+
+    # --- state machine -------------------------------------------------------------------
+    def transition(self, from_states: Iterable[str], to: str, **fields: Any) -> bool:
+        """Move to ``to`` only if still in one of ``from_states``; True if this call won."""
+        from_states = list(from_states)
+        now = timezone.now()
+        if to in self.FINAL:
+            fields.setdefault("finished_at", now)
+        fields["updated_at"] = now
+        won = Job.objects.filter(pk=self.pk, state__in=from_states).update(state=to, **fields) == 1
+        if won:
+            self.state = to
+            for key, value in fields.items():
+                setattr(self, key, value)
+        return won
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL
+
+    # --- report credentials ----------------------------------------------------------------
+    def issue_report_token(self) -> str:
+        """A fresh secret for the spider to authenticate its reports; store only the hash."""
+        token = secrets.token_urlsafe(24)
+        self.report_token_hash = hashlib.sha256(token.encode()).hexdigest()
+        return token
+
+    def check_report_token(self, token: str) -> bool:
+        if not self.report_token_hash or not token:
+            return False
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return secrets.compare_digest(digest, self.report_token_hash)
+
+    def apply_stats(self, stats: dict[str, Any]) -> None:
+        """Copy the headline numbers out of a Scrapy stats dict."""
+        self.stats = stats
+        self.items = int(stats.get("item_scraped_count", 0) or 0)
+        self.pages = int(stats.get("response_received_count", 0) or 0)
+        self.errors = int(stats.get("log_count/ERROR", 0) or 0)
+        self.finish_reason = str(stats.get("finish_reason", "") or "")[:100]

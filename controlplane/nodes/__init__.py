@@ -1,0 +1,1 @@
+"""Scrapyd nodes: registry, credentials, capacity and health."""

@@ -1,0 +1,128 @@
+"""The node registry. A node is one Scrapyd server; its health decides whether it gets work."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from controlplane.scrapyd import ScrapydClient
+from controlplane.validators import validate_name, validate_node_url, validate_tags
+
+
+class Node(models.Model):
+    class State(models.TextChoices):
+        UNKNOWN = "unknown", "unknown"
+        UP = "up", "up"
+        DEGRADED = "degraded", "degraded"
+        DOWN = "down", "down"
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_name])
+    url = models.CharField(max_length=300, unique=True, validators=[validate_node_url])
+    username = models.CharField(max_length=150, blank=True)
+    # Never rendered by any API or page: forms take it write-only.
+    password = models.CharField(max_length=300, blank=True)
+    tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
+    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.01)])
+    capacity = models.PositiveIntegerField(
+        default=4, validators=[MinValueValidator(1)], help_text="Scrapyd max_proc"
+    )
+    enabled = models.BooleanField(default=True, help_text="a disabled node gets no new jobs")
+    self_registered = models.BooleanField(default=False)
+
+    state = models.CharField(max_length=10, choices=State.choices, default=State.UNKNOWN)
+    state_since = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_checked = models.DateTimeField(null=True, blank=True)
+    last_latency = models.FloatField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    scrapyd_version = models.CharField(max_length=40, blank=True)
+    # Counts from the node's last daemonstatus.json, for display; dispatch counts from the DB.
+    running = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.url})"
+
+    def client(self, timeout: float | None = None) -> ScrapydClient:
+        return ScrapydClient(
+            self.url,
+            self.username,
+            self.password,
+            timeout=timeout or settings.CRAWLFLEET_NODE_TIMEOUT,
+        )
+
+    @property
+    def schedulable(self) -> bool:
+        return self.enabled and self.state in (self.State.UP, self.State.DEGRADED)
+
+    def matches(self, mode: str, tags: list[str], node_ids: set[int]) -> bool:
+        """Does this node satisfy a task's node selector?"""
+        if mode == "tags":
+            return set(tags).issubset(self.tags or [])
+        if mode == "nodes":
+            return self.pk in node_ids
+        return True
+
+    def record_check(
+        self,
+        *,
+        ok: bool,
+        latency: float | None = None,
+        status: dict | None = None,
+        error: str = "",
+    ) -> tuple[str, str]:
+        """Fold one health check into the node's state; returns (old state, new state)."""
+        now = timezone.now()
+        old = self.state
+        self.last_checked = now
+        self.last_latency = latency
+        if ok:
+            self.last_seen = now
+            self.last_error = ""
+            self.consecutive_failures = 0
+            status = status or {}
+            self.running = int(status.get("running", 0))
+            self.pending = int(status.get("pending", 0))
+            slow = latency is not None and latency > settings.CRAWLFLEET_NODE_SLOW_AFTER
+            new = self.State.DEGRADED if slow else self.State.UP
+        else:
+            self.last_error = error[:2000]
+            self.consecutive_failures += 1
+            failing_long = self.consecutive_failures >= settings.CRAWLFLEET_NODE_DOWN_AFTER_FAILURES
+            new = self.State.DOWN if failing_long or old == self.State.DOWN else self.State.DEGRADED
+            if old == self.State.UNKNOWN and not failing_long:
+                new = self.State.DOWN if self.last_seen is None else self.State.DEGRADED
+        if new != old:
+            self.state = new
+            self.state_since = now
+        self.save(
+            update_fields=[
+                "last_checked",
+                "last_latency",
+                "last_seen",
+                "last_error",
+                "consecutive_failures",
+                "running",
+                "pending",
+                "state",
+                "state_since",
+                "updated_at",
+            ]
+        )
+        return old, new
+
+    def down_longer_than(self, seconds: float) -> bool:
+        return self.state == self.State.DOWN and timezone.now() - self.state_since > timedelta(
+            seconds=seconds
+        )

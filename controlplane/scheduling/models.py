@@ -1,0 +1,153 @@
+"""Tasks (what to run, when, where, how to recover) and TaskRuns (one per fire)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from apscheduler.triggers.cron import CronTrigger
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from controlplane.scheduling import cron
+from controlplane.validators import (
+    validate_name,
+    validate_spider_args,
+    validate_spider_settings,
+    validate_tags,
+)
+
+
+class Task(models.Model):
+    class Selector(models.TextChoices):
+        ANY = "any", "any healthy node"
+        TAGS = "tags", "nodes with all these tags"
+        NODES = "nodes", "these nodes"
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "skip the new run"
+        QUEUE = "queue", "queue it until the previous run ends"
+        ALLOW = "allow", "run both"
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_name])
+    project = models.ForeignKey("deploys.Project", on_delete=models.PROTECT, related_name="tasks")
+    spider = models.CharField(max_length=100, validators=[validate_name])
+    # None: the project's current version at dispatch time (so a rollback applies).
+    version = models.ForeignKey(
+        "deploys.Version", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    args = models.JSONField(default=dict, blank=True, validators=[validate_spider_args])
+    settings = models.JSONField(default=dict, blank=True, validators=[validate_spider_settings])
+    cron = models.CharField(max_length=120, help_text="5 fields, or 6 with seconds first")
+    timezone = models.CharField(max_length=64, default="UTC")
+    enabled = models.BooleanField(default=True)
+
+    selector = models.CharField(max_length=5, choices=Selector.choices, default=Selector.ANY)
+    selector_tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
+    selector_nodes = models.ManyToManyField("nodes.Node", blank=True, related_name="+")
+
+    max_attempts = models.PositiveIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    retry_backoff = models.FloatField(
+        default=30.0, validators=[MinValueValidator(0)], help_text="seconds before the 1st retry"
+    )
+    retry_backoff_factor = models.FloatField(default=2.0, validators=[MinValueValidator(1)])
+    max_runtime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="seconds; longer runs are cancelled as timed out"
+    )
+    overlap = models.CharField(max_length=5, choices=Overlap.choices, default=Overlap.SKIP)
+    fanout = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(64)],
+        help_text="run a Redis-fed spider on this many nodes sharing one crawl",
+    )
+    error_threshold = models.PositiveIntegerField(
+        default=0, help_text="more ERROR log lines than this make a run failed"
+    )
+    misfire_grace = models.PositiveIntegerField(
+        default=60,
+        help_text="seconds a late fire may still run; older fires are recorded as missed",
+    )
+    # Fires at or before this instant have been handled (dispatched, missed or skipped).
+    fired_through = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def trigger(self) -> CronTrigger:
+        return cron.parse(self.cron, self.timezone)
+
+    def next_runs(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
+        return cron.next_fire_times(self.trigger(), after or timezone.now(), count)
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        try:
+            self.trigger()
+        except ValidationError as exc:
+            key = "timezone" if "timezone" in exc.messages[0] else "cron"
+            errors.setdefault(key, []).extend(exc.messages)
+        if self.selector == self.Selector.TAGS and not self.selector_tags:
+            errors.setdefault("selector_tags", []).append("select at least one tag")
+        if self.project_id and self.spider:
+            version = self.version or self.project.current_version
+            if version is not None and version.spiders and self.spider not in version.spiders:
+                errors.setdefault("spider", []).append(
+                    f"unknown spider {self.spider!r} in {version}; it has: {', '.join(version.spiders)}"
+                )
+            if self.version_id and self.version.project_id != self.project_id:
+                errors.setdefault("version", []).append("the version belongs to another project")
+        if errors:
+            raise ValidationError(errors)
+
+
+class TaskRun(models.Model):
+    """One fire of a task (or one manual/API run): the unit that must happen exactly once."""
+
+    class Trigger(models.TextChoices):
+        CRON = "cron", "cron"
+        MANUAL = "manual", "manual"
+        API = "api", "API"
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "active"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+        MISSED = "missed", "missed"
+        SKIPPED = "skipped", "skipped (previous run still going)"
+
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+    )
+    trigger = models.CharField(max_length=6, choices=Trigger.choices, default=Trigger.CRON)
+    scheduled_for = models.DateTimeField()
+    state = models.CharField(max_length=9, choices=State.choices, default=State.ACTIVE)
+    reason = models.TextField(blank=True)
+    # Fan-out runs share one Redis crawl; its keys are namespaced by this id.
+    crawl_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-scheduled_for"]
+        constraints = [
+            # The exactly-once guarantee: a second scheduler inserting the same fire fails here.
+            models.UniqueConstraint(
+                fields=["task", "scheduled_for"],
+                condition=models.Q(trigger="cron"),
+                name="one_run_per_cron_fire",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "task"])]
+
+    def __str__(self) -> str:
+        return f"{self.task or 'ad-hoc'} @ {self.scheduled_for:%Y-%m-%d %H:%M:%S}"

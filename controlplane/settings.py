@@ -1,0 +1,171 @@
+"""Django settings of the control plane, configured from the environment.
+
+The embedded default is SQLite in ``$CRAWLFLEET_DATA_DIR`` (``./var``); production sets
+``CRAWLFLEET_DATABASE_URL=postgres://...``. Every process (web, scheduler, poller) reads the same
+settings, so replicas only need the same environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(os.environ.get("CRAWLFLEET_DATA_DIR", Path.cwd() / "var")).resolve()
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _secret_key() -> str:
+    """The configured key; in the embedded setup, one generated once and kept in the data dir."""
+    key = os.environ.get("CRAWLFLEET_SECRET_KEY")
+    if key:
+        return key
+    key_file = DATA_DIR / "secret_key"
+    try:
+        return key_file.read_text().strip()
+    except FileNotFoundError:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = get_random_secret_key()
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _env_bool("CRAWLFLEET_DEBUG", False)
+ALLOWED_HOSTS = os.environ.get("CRAWLFLEET_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+CSRF_TRUSTED_ORIGINS = [
+    o for o in os.environ.get("CRAWLFLEET_CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "controlplane.nodes",
+    "controlplane.deploys",
+    "controlplane.scheduling",
+    "controlplane.jobs",
+    "controlplane.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict:
+    url = os.environ.get("CRAWLFLEET_DATABASE_URL", "")
+    if url:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    else:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        config = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "crawlfleet.sqlite3"),
+        }
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several processes share the file: take the write lock when a transaction starts, so
+        # read-then-write claims are serialised, and let readers proceed alongside (WAL).
+        config.setdefault("OPTIONS", {}).update(
+            {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            }
+        )
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024  # eggs
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CRAWLFLEET_LOG_LEVEL", "INFO")},
+    "loggers": {"apscheduler": {"level": "WARNING"}},
+}
+
+# --- crawlfleet -------------------------------------------------------------------------------
+# The URL nodes and spiders use to reach this control plane (reports, heartbeats, registration).
+CRAWLFLEET_PUBLIC_URL = os.environ.get("CRAWLFLEET_PUBLIC_URL", "http://127.0.0.1:8000")
+# How often the scheduler looks for due fires and queued jobs, in seconds.
+CRAWLFLEET_SCHEDULER_TICK = _env_float("CRAWLFLEET_SCHEDULER_TICK", 1.0)
+# How often the poller reads every node's job lists and health, in seconds.
+CRAWLFLEET_POLL_INTERVAL = _env_float("CRAWLFLEET_POLL_INTERVAL", 5.0)
+# Timeout of one HTTP call to a Scrapyd node; a dead node never stalls more than this.
+CRAWLFLEET_NODE_TIMEOUT = _env_float("CRAWLFLEET_NODE_TIMEOUT", 5.0)
+# A health check slower than this marks the node degraded.
+CRAWLFLEET_NODE_SLOW_AFTER = _env_float("CRAWLFLEET_NODE_SLOW_AFTER", 2.0)
+# Consecutive failed health checks before a node is down.
+CRAWLFLEET_NODE_DOWN_AFTER_FAILURES = int(os.environ.get("CRAWLFLEET_NODE_DOWN_AFTER_FAILURES", 3))
+# Jobs on a node that has been down this long are lost, in seconds.
+CRAWLFLEET_NODE_LOST_GRACE = _env_float("CRAWLFLEET_NODE_LOST_GRACE", 30.0)
+# A running job without a heartbeat for this long is considered hung, in seconds.
+CRAWLFLEET_HEARTBEAT_TIMEOUT = _env_float("CRAWLFLEET_HEARTBEAT_TIMEOUT", 120.0)
+# A dispatched job its node has never heard of after this long is lost, in seconds.
+CRAWLFLEET_DISPATCH_GRACE = _env_float("CRAWLFLEET_DISPATCH_GRACE", 30.0)
+# Heartbeat interval asked of spiders, in seconds.
+CRAWLFLEET_SPIDER_HEARTBEAT = _env_float("CRAWLFLEET_SPIDER_HEARTBEAT", 10.0)
+# Redis shared by fan-out crawls (passed to the spiders; the control plane cleans keys).
+CRAWLFLEET_REDIS_URL = os.environ.get("CRAWLFLEET_REDIS_URL", "")
