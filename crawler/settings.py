@@ -55,12 +55,16 @@ USER_AGENT_LIST = env(
         "Version/18.0 Safari/605.1.15",
     ],
 )
-USER_AGENT_FILE = env("USER_AGENT_FILE", "")
+USER_AGENT_FILE = env("USER_AGENT_FILE", "")  # one per line, # comments; replaces the list
+USER_AGENT_ROTATION = env("USER_AGENT_ROTATION", "round_robin")  # or "random"
 
 # --- proxy pool (off unless proxies are configured) ---------------------------------------------
 PROXY_LIST = env("PROXY_LIST", [])
 PROXY_FILE = env("PROXY_FILE", "")
 PROXY_BAN_CODES = env("PROXY_BAN_CODES", [403, 429, 503])
+# Answers meaning "wrong proxy credentials": that proxy is dropped for the crawl. Add 401 for
+# proxies that misreport it (tinyproxy < 1.11.2).
+PROXY_AUTH_CODES = env("PROXY_AUTH_CODES", [407])
 PROXY_BAN_COOLDOWN = env("PROXY_BAN_COOLDOWN", 60.0)
 PROXY_MAX_RETRIES = env("PROXY_MAX_RETRIES", 5)
 
