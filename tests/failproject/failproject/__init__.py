@@ -1,0 +1,1 @@
+"""Spiders that succeed, fail, hang or sleep on purpose, to test how nodes report job outcomes."""
