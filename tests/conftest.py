@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.scrapyd",
     "tests.fixtures.controlplane",
     "tests.fixtures.postgres",
+    "tests.fixtures.browser",
 ]
 
 SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres")
