@@ -103,7 +103,8 @@ def _database() -> dict:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "crawlfleet.sqlite3"),
             # A file, not memory, so processes started by tests share the test database.
-            "TEST": {"NAME": str(DATA_DIR / "test_crawlfleet.sqlite3")},
+            # One per test run, so concurrent runs never share (or delete) each other's.
+            "TEST": {"NAME": str(DATA_DIR / f"test_crawlfleet_{os.getpid()}.sqlite3")},
         }
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Several processes share the file: take the write lock when a transaction starts, so
