@@ -1,11 +1,20 @@
 """URL map: the admin, the REST API under /api/v1/ and the Scrapyd-compatible API under /scrapyd/."""
 
 from django.contrib import admin
-from django.urls import path
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, re_path
 
+from controlplane.api.errors import envelope
 from controlplane.api.rest import api
+
+
+def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Unknown API paths answer in the API's error envelope, not with an HTML page."""
+    return envelope(404, f"no API endpoint at {request.path}")
+
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    re_path(r"^api/(?P<rest>.*)$", api_not_found),
 ]

@@ -1,5 +1,29 @@
-"""The REST API under /api/v1/ (OpenAPI schema at /api/v1/openapi.json)."""
+"""The REST API under /api/v1/ (OpenAPI schema at /api/v1/openapi.json, docs at /api/v1/docs).
+
+Authentication and roles are in ``controlplane.api.auth``, the error envelope in
+``controlplane.api.errors``, one router per resource in ``controlplane.api.routers``.
+"""
 
 from ninja import NinjaAPI
 
-api = NinjaAPI(title="crawlfleet", version="1", urls_namespace="api-v1")
+from controlplane.api import errors
+from controlplane.api.routers import jobs, nodes, projects, report, tasks, tokens
+
+api = NinjaAPI(
+    title="crawlfleet",
+    version="1",
+    urls_namespace="api-v1",
+    description=(
+        "Control plane of a Scrapyd fleet. Authenticate with `Authorization: Bearer <API token>` "
+        "(roles: viewer reads; operator runs, cancels, retries, deploys; admin manages nodes and "
+        'tokens) or a staff session. Errors are `{"error": {"code", "message", "fields"}}`.'
+    ),
+)
+errors.install(api)
+api.add_router("/nodes", nodes.router)
+api.add_router("/projects", projects.router)
+api.add_router("/tasks", tasks.router)
+api.add_router("/cron", tasks.cron_router)
+api.add_router("/jobs", jobs.router)
+api.add_router("/tokens", tokens.router)
+api.add_router("/report", report.router)

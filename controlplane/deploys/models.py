@@ -22,7 +22,7 @@ class Project(models.Model):
         return self.name
 
     def latest_version(self) -> Version | None:
-        return self.versions.order_by("-number").first()
+        return self.versions.filter(deleted_at__isnull=True).order_by("-number").first()
 
 
 class Version(models.Model):
@@ -35,6 +35,9 @@ class Version(models.Model):
     size = models.PositiveIntegerField()
     spiders = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the version was deleted but jobs still refer to it: the row stays for their
+    # history, the egg is dropped, and the number is never reused.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["project", "-number"]

@@ -1,0 +1,184 @@
+"""Nodes: the registry (admin), self-registration (node tokens) and catching a node up.
+
+A node is only stored once it has answered ``daemonstatus.json``: a typo in a URL is caught when
+it is entered, not when the first job silently goes nowhere. Credentials are write-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from controlplane.api.auth import ADMIN, NODE, OPERATOR, VIEWER
+from controlplane.api.errors import ApiError, not_found
+from controlplane.api.schemas import (
+    NodeIn,
+    NodeOut,
+    NodePatch,
+    NodeRegisterIn,
+    NodeRegisterOut,
+    SyncOut,
+)
+from controlplane.deploys.services import SyncOutcome, summarize, sync_node
+from controlplane.jobs.models import Job
+from controlplane.nodes.models import Node
+from controlplane.scrapyd import ScrapydError
+
+logger = logging.getLogger(__name__)
+router = Router(tags=["nodes"])
+
+
+def probe(node: Node) -> tuple[bool, float | None, dict, str]:
+    """One ``daemonstatus.json``: (answered, latency, status, error)."""
+    started = time.monotonic()
+    try:
+        status = node.client().daemonstatus()
+    except ScrapydError as exc:
+        return False, None, {}, summarize(str(exc))
+    return True, time.monotonic() - started, status, ""
+
+
+def sync_out(outcome: SyncOutcome) -> dict:
+    return {
+        "node": outcome.node,
+        "ok": outcome.ok,
+        "message": outcome.message,
+        "deployed": outcome.deployed,
+        "present": outcome.present,
+        "removed": outcome.removed,
+        "missing": outcome.missing,
+        "failed": [r.as_dict() for r in outcome.failed],
+    }
+
+
+def _safe_sync(node: Node) -> SyncOutcome | None:
+    """Catch a node up without letting a node problem fail the request that triggered it."""
+    try:
+        return sync_node(node)
+    except Exception:
+        logger.exception("sync of node %s failed", node.name)
+        return None
+
+
+def _conflicts(name: str | None, url: str | None, exclude: int | None = None) -> None:
+    others = Node.objects.exclude(pk=exclude) if exclude else Node.objects.all()
+    if name is not None and others.filter(name=name).exists():
+        raise ApiError(409, f"a node named {name!r} exists", fields={"name": ["already exists"]})
+    if url is not None and others.filter(url=url).exists():
+        raise ApiError(409, f"a node with URL {url} exists", fields={"url": ["already registered"]})
+
+
+def _get(node_id: int) -> Node:
+    node = Node.objects.filter(pk=node_id).first()
+    if node is None:
+        raise not_found(f"node {node_id}")
+    return node
+
+
+# "/register" comes before "/{node_id}": routes match in the order they are declared.
+@router.post(
+    "/register",
+    response={200: NodeRegisterOut, 201: NodeRegisterOut},
+    auth=NODE,
+    summary="A node announces itself (repeated as heartbeat)",
+)
+def register(request: HttpRequest, payload: NodeRegisterIn) -> Status:
+    """Upsert by name. ``max_proc`` becomes the capacity; tags are taken when the node is first
+    registered and are the operators' to change afterwards. Every registration checks the node's
+    versions (``sync_node``), so a node restarted with an empty eggs dir catches up at once."""
+    url = payload.url.rstrip("/")
+    with transaction.atomic():
+        node = Node.objects.select_for_update().filter(name=payload.name).first()
+        created = node is None
+        _conflicts(None, url, exclude=node.pk if node else None)
+        if node is None:
+            node = Node(name=payload.name, tags=payload.tags)
+        node.url = url
+        node.capacity = payload.max_proc
+        node.scrapyd_version = payload.scrapyd_version[:40]
+        node.self_registered = True
+        if payload.username or payload.password:
+            node.username, node.password = payload.username, payload.password
+        node.full_clean(validate_unique=False)
+        node.save()
+    if created or node.state in (Node.State.UNKNOWN, Node.State.DOWN):
+        answered, latency, status, error = probe(node)
+        node.record_check(ok=answered, latency=latency, status=status, error=error)
+    sync = _safe_sync(node) if node.state != Node.State.DOWN else None
+    if created:
+        logger.info("node %s registered at %s", node.name, node.url)
+    body = {"node": node, "created": created, "sync": sync_out(sync) if sync else None}
+    return Status(201 if created else 200, body)
+
+
+@router.get("", response=list[NodeOut], auth=VIEWER, summary="List nodes (never credentials)")
+def list_nodes(request: HttpRequest) -> list[Node]:
+    return list(Node.objects.all())
+
+
+@router.get("/{node_id}", response=NodeOut, auth=VIEWER)
+def get_node(request: HttpRequest, node_id: int) -> Node:
+    return _get(node_id)
+
+
+@router.post("", response={201: NodeOut}, auth=ADMIN, summary="Add a node (must answer)")
+def create_node(request: HttpRequest, payload: NodeIn) -> Status:
+    node = Node(**payload.dict())
+    node.url = node.url.rstrip("/")
+    _conflicts(node.name, node.url)
+    node.full_clean()
+    answered, latency, status, error = probe(node)
+    if not answered:
+        field = "username" if "401" in error else "url"
+        raise ApiError(
+            422,
+            f"the node at {node.url} did not answer daemonstatus.json: {error}; nothing was stored",
+            fields={field: [f"no answer from a Scrapyd node: {error}"]},
+        )
+    try:
+        node.save()
+    except IntegrityError:
+        raise ApiError(409, "a node with this name or URL was added concurrently") from None
+    node.record_check(ok=True, latency=latency, status=status)
+    _safe_sync(node)
+    return Status(201, node)
+
+
+@router.patch("/{node_id}", response=NodeOut, auth=ADMIN, summary="Change tags/weight/capacity")
+def update_node(request: HttpRequest, node_id: int, payload: NodePatch) -> Node:
+    node = _get(node_id)
+    changes = payload.dict(exclude_unset=True)
+    was_enabled = node.enabled
+    for key, value in changes.items():
+        if value is None:
+            raise ApiError(422, f"{key} cannot be null", fields={key: ["cannot be null"]})
+        setattr(node, key, value)
+    node.full_clean()
+    node.save()
+    if node.enabled and not was_enabled and node.schedulable:
+        _safe_sync(node)
+    return node
+
+
+@router.delete("/{node_id}", response={204: None}, auth=ADMIN)
+def delete_node(request: HttpRequest, node_id: int, force: bool = False) -> Status:
+    """Refused while jobs are on the node, unless ``force`` (their jobs are then unassigned)."""
+    node = _get(node_id)
+    busy = Job.objects.filter(node=node, state__in=Job.ON_NODE).count()
+    if busy and not force:
+        raise ApiError(
+            409,
+            f"{busy} job(s) are on node {node.name}; disable it and let them finish, or pass force=true",
+        )
+    node.delete()
+    return Status(204, None)
+
+
+@router.post("/{node_id}/sync", response=SyncOut, auth=OPERATOR, summary="Catch a node up")
+def sync(request: HttpRequest, node_id: int) -> dict:
+    node = _get(node_id)
+    return sync_out(sync_node(node))

@@ -1,0 +1,340 @@
+"""Request and response shapes of the REST API (they are the OpenAPI schema too).
+
+Output schemas list their fields explicitly: a field added to a model never leaks by accident.
+Node credentials are write-only; no output schema has a field for them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Field, Schema
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    fields: dict[str, list[str]] = {}
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+# --- nodes --------------------------------------------------------------------------------------
+class NodeOut(Schema):
+    id: int
+    name: str
+    url: str
+    has_credentials: bool
+    tags: list[str]
+    weight: float
+    capacity: int
+    enabled: bool
+    self_registered: bool
+    state: str
+    state_since: datetime
+    last_seen: datetime | None
+    last_checked: datetime | None
+    last_latency: float | None
+    last_error: str
+    consecutive_failures: int
+    scrapyd_version: str
+    running: int
+    pending: int
+    schedulable: bool
+    created_at: datetime
+
+    @staticmethod
+    def resolve_has_credentials(obj: Any) -> bool:
+        return bool(obj.username or obj.password)
+
+
+class NodeIn(Schema):
+    name: str
+    url: str
+    username: str = ""
+    password: str = Field("", json_schema_extra={"writeOnly": True})
+    tags: list[str] = []
+    weight: float = 1.0
+    capacity: int = 4
+    enabled: bool = True
+
+
+class NodePatch(Schema):
+    tags: list[str] | None = None
+    weight: float | None = None
+    capacity: int | None = None
+    enabled: bool | None = None
+    username: str | None = None
+    password: str | None = Field(None, json_schema_extra={"writeOnly": True})
+
+
+class NodeRegisterIn(Schema):
+    name: str
+    url: str
+    max_proc: int = Field(4, ge=1)
+    tags: list[str] = []
+    scrapyd_version: str = ""
+    username: str = ""
+    password: str = Field("", json_schema_extra={"writeOnly": True})
+
+
+class SyncOut(Schema):
+    node: str
+    ok: bool
+    message: str
+    deployed: list[str]
+    present: list[str]
+    removed: list[str]
+    missing: list[str]
+    failed: list[NodeResultOut]
+
+
+class NodeRegisterOut(Schema):
+    node: NodeOut
+    created: bool
+    sync: SyncOut | None = None
+
+
+# --- projects and versions ---------------------------------------------------------------------
+class NodeResultOut(Schema):
+    node: str
+    ok: bool
+    action: str
+    message: str
+    unreachable: bool
+
+
+class DeploymentOut(Schema):
+    node: str
+    state: str
+    message: str
+    updated_at: datetime
+
+
+class VersionOut(Schema):
+    project: str
+    version: str
+    sha256: str
+    size: int
+    spiders: list[str]
+    current: bool
+    created_at: datetime
+    deleted_at: datetime | None
+    deployments: list[DeploymentOut]
+
+
+class ProjectOut(Schema):
+    name: str
+    current_version: str | None
+    latest_version: str | None
+    versions: int
+    spiders: list[str]
+    created_at: datetime
+
+
+class ProjectDetailOut(ProjectOut):
+    version_list: list[VersionOut]
+
+
+class DeployOut(Schema):
+    project: str
+    version: str
+    created: bool
+    current: bool
+    ok: bool
+    message: str
+    spiders: list[str]
+    nodes: list[NodeResultOut]
+
+
+class RollbackIn(Schema):
+    version: str
+
+
+class DeployIn(Schema):
+    nodes: list[str] | None = None
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+class TaskIn(Schema):
+    name: str
+    project: str
+    spider: str
+    version: str | None = None
+    args: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    cron: str
+    timezone: str = "UTC"
+    enabled: bool = True
+    selector: str = "any"
+    selector_tags: list[str] = []
+    selector_nodes: list[str] = []
+    max_attempts: int = 3
+    retry_backoff: float = 30.0
+    retry_backoff_factor: float = 2.0
+    max_runtime: int | None = None
+    overlap: str = "skip"
+    fanout: int = 1
+    error_threshold: int = 0
+    misfire_grace: int = 60
+
+
+class TaskPatch(Schema):
+    name: str | None = None
+    project: str | None = None
+    spider: str | None = None
+    version: str | None = None
+    args: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    enabled: bool | None = None
+    selector: str | None = None
+    selector_tags: list[str] | None = None
+    selector_nodes: list[str] | None = None
+    max_attempts: int | None = None
+    retry_backoff: float | None = None
+    retry_backoff_factor: float | None = None
+    max_runtime: int | None = None
+    overlap: str | None = None
+    fanout: int | None = None
+    error_threshold: int | None = None
+    misfire_grace: int | None = None
+
+
+class TaskOut(Schema):
+    id: int
+    name: str
+    project: str
+    spider: str
+    version: str | None
+    args: dict[str, Any]
+    settings: dict[str, Any]
+    cron: str
+    timezone: str
+    enabled: bool
+    selector: str
+    selector_tags: list[str]
+    selector_nodes: list[str]
+    max_attempts: int
+    retry_backoff: float
+    retry_backoff_factor: float
+    max_runtime: int | None
+    overlap: str
+    fanout: int
+    error_threshold: int
+    misfire_grace: int
+    next_run: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CronQuery(Schema):
+    cron: str
+    timezone: str = "UTC"
+    count: int = 5
+
+
+class PreviewOut(Schema):
+    cron: str
+    timezone: str
+    next_runs: list[datetime]
+
+
+class RunOut(Schema):
+    id: int
+    task: str | None
+    trigger: str
+    state: str
+    reason: str
+    scheduled_for: datetime
+    jobs: list[int]
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+class JobOut(Schema):
+    id: int
+    run: int
+    task: str | None
+    attempt: int
+    shard: int
+    project: str
+    spider: str
+    version: str
+    node: str | None
+    scrapyd_job_id: str
+    state: str
+    reason: str
+    exit_status: int | None
+    finish_reason: str
+    items: int
+    pages: int
+    errors: int
+    cancel_requested: bool
+    log_url: str
+    created_at: datetime
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_heartbeat: datetime | None
+
+
+class JobDetailOut(JobOut):
+    args: dict[str, Any]
+    settings: dict[str, Any]
+    stats: dict[str, Any]
+    not_before: datetime | None
+    retry_of: int | None
+    retried_by: int | None
+    reported_final: bool
+
+
+class JobListOut(Schema):
+    count: int
+    items: list[JobOut]
+
+
+class JobActionOut(Schema):
+    ok: bool
+    message: str
+    job: JobDetailOut
+    retry: JobDetailOut | None = None
+
+
+# --- tokens --------------------------------------------------------------------------------------
+class TokenIn(Schema):
+    name: str
+    role: Literal["admin", "operator", "viewer", "node"] = "operator"
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    last_used: datetime | None
+    revoked: bool
+
+
+class TokenCreatedOut(TokenOut):
+    secret: str
+
+
+# --- spider reports ------------------------------------------------------------------------------
+class ReportIn(Schema):
+    event: Literal["started", "heartbeat", "finished"]
+    stats: dict[str, Any] = {}
+    finish_reason: str | None = None
+
+
+class ReportOut(Schema):
+    action: Literal["continue", "stop"]
+    reason: str = ""
+
+
+SyncOut.model_rebuild()
+NodeRegisterOut.model_rebuild()

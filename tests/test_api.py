@@ -1,0 +1,595 @@
+"""The REST API: auth and roles, the error envelope, nodes, projects, tasks, jobs, reports.
+
+Most tests use Django's test client in-process; the ones about the wire (a real ``crawlfleet
+web``, node self-registration, egg uploads over HTTP) run against real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+from django.test import Client
+
+from controlplane.api.models import ApiToken
+from controlplane.deploys.models import NodeDeployment, Project, Version
+from controlplane.jobs.models import Job
+from controlplane.nodes.models import Node
+from controlplane.procutil import free_port
+from controlplane.scheduling.models import Task, TaskRun
+from controlplane.scheduling.runs import create_adhoc_run
+
+SECRET_PASSWORD = "n0de-Pa55word-never-shown"
+
+
+class Api:
+    """The test client with a bearer token and JSON bodies."""
+
+    def __init__(self, secret: str | None) -> None:
+        self.client = Client()
+        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {secret}"} if secret else {}
+
+    def call(self, method: str, path: str, body: Any = None, **extra: Any):
+        kwargs: dict[str, Any] = {**self.headers, **extra}
+        if body is not None:
+            kwargs.update(data=json.dumps(body), content_type="application/json")
+        return getattr(self.client, method)(f"/api/v1{path}", **kwargs)
+
+    def get(self, path: str, **extra: Any):
+        return self.call("get", path, **extra)
+
+    def post(self, path: str, body: Any = None, **extra: Any):
+        return self.call("post", path, body if body is not None else {}, **extra)
+
+    def patch(self, path: str, body: Any):
+        return self.call("patch", path, body)
+
+    def put(self, path: str, body: Any):
+        return self.call("put", path, body)
+
+    def delete(self, path: str):
+        return self.call("delete", path)
+
+
+def token(role: str, name: str | None = None) -> str:
+    return ApiToken.create(name or f"t-{role}", role)[1]
+
+
+@pytest.fixture
+def admin(db) -> Api:
+    return Api(token("admin"))
+
+
+@pytest.fixture
+def operator(db) -> Api:
+    return Api(token("operator"))
+
+
+@pytest.fixture
+def viewer(db) -> Api:
+    return Api(token("viewer"))
+
+
+@pytest.fixture
+def project(db) -> Project:
+    """A project with one stored version (no nodes needed) that has the spider ``books``."""
+    project = Project.objects.create(name="crawler")
+    version = Version.objects.create(
+        project=project, version="100", egg=b"egg", sha256="0" * 64, size=3, spiders=["books"]
+    )
+    project.current_version = version
+    project.save()
+    return project
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message", "fields"} <= set(body["error"])
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+# --- auth, roles, envelope ------------------------------------------------------------------
+@pytest.mark.django_db
+def test_authentication_and_roles(project):
+    anonymous = Api(None)
+    error = assert_error(anonymous.get("/nodes"), 401, "unauthenticated")
+    assert "Bearer" in error["message"]
+    assert_error(Api("cf_not-a-real-token").get("/nodes"), 401)
+    malformed = Api(None)
+    malformed.headers = {"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"}
+    assert_error(malformed.get("/nodes"), 401)
+
+    viewer = Api(token("viewer"))
+    assert viewer.get("/nodes").status_code == 200
+    assert viewer.get("/projects").status_code == 200
+    assert viewer.get("/jobs").status_code == 200
+    job = create_adhoc_run(project, "books")
+    denied = assert_error(viewer.post(f"/jobs/{job.pk}/cancel"), 403, "forbidden")
+    assert "operator" in denied["message"]
+
+    operator = Api(token("operator"))
+    assert operator.post(f"/jobs/{job.pk}/cancel").status_code == 200
+    assert_error(operator.post("/nodes", {"name": "n", "url": "http://127.0.0.1:1"}), 403)
+    assert_error(operator.get("/tokens"), 403)
+    assert_error(operator.post("/nodes/register", {"name": "n", "url": "http://x:1"}), 403)
+
+    node_token = Api(token("node"))
+    assert_error(node_token.get("/nodes"), 403)
+    assert_error(node_token.get("/jobs"), 403)
+
+    revoked_secret = token("operator", "soon-revoked")
+    ApiToken.objects.filter(name="soon-revoked").update(revoked=True)
+    assert_error(Api(revoked_secret).get("/jobs"), 401)
+
+
+@pytest.mark.django_db
+def test_staff_session_auth_with_roles_and_csrf(project, django_user_model):
+    from django.contrib.auth.models import Group
+
+    staff = django_user_model.objects.create_user("ops", password="pw-123456789", is_staff=True)
+    plain = django_user_model.objects.create_user("someone", password="pw-123456789")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(plain)
+    assert_error(browser.get("/api/v1/jobs"), 403)
+
+    browser.force_login(staff)
+    assert browser.get("/api/v1/jobs").status_code == 200
+    job = create_adhoc_run(project, "books")
+    assert_error(browser.post(f"/api/v1/jobs/{job.pk}/cancel"), 403)  # viewer by default
+    staff.groups.add(Group.objects.create(name="operator"))
+    # An operator, but a state change from a session needs the CSRF token.
+    assert_error(browser.post(f"/api/v1/jobs/{job.pk}/cancel"), 403)
+    csrf = "k" * 32  # what a page of the dashboard would have put in the cookie
+    browser.cookies["csrftoken"] = csrf
+    response = browser.post(f"/api/v1/jobs/{job.pk}/cancel", HTTP_X_CSRFTOKEN=csrf)
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.django_db
+def test_error_envelope_for_unknown_paths_bad_json_and_missing_objects(admin):
+    assert_error(admin.get("/no/such/thing"), 404, "not_found")
+    assert_error(admin.get("/jobs/999999"), 404, "not_found")
+    assert_error(admin.get("/projects/nope"), 404)
+    response = admin.client.post(
+        "/api/v1/tasks", data="{not json", content_type="application/json", **admin.headers
+    )
+    assert_error(response, 400, "bad_request")
+    error = assert_error(admin.get("/jobs?limit=many"), 422, "invalid")
+    assert "limit" in error["fields"]
+
+
+def test_openapi_schema_is_served(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/report/{scrapyd_job_id}" in schema["paths"]
+    assert "/api/v1/projects/{name}/versions" in schema["paths"]
+    node_out = schema["components"]["schemas"]["NodeOut"]["properties"]
+    assert "password" not in node_out
+    assert "username" not in node_out
+
+
+# --- nodes ----------------------------------------------------------------------------------
+@pytest.mark.scrapyd
+@pytest.mark.django_db
+def test_nodes_never_show_credentials_and_must_answer(admin, viewer, shared_scrapyd_node):
+    port = free_port()
+    silent = admin.post("/nodes", {"name": "ghost", "url": f"http://127.0.0.1:{port}"})
+    error = assert_error(silent, 422)
+    assert "did not answer" in error["message"]
+    assert "nothing was stored" in error["message"]
+    assert "url" in error["fields"]
+    assert not Node.objects.exists()
+    assert (
+        "url" in assert_error(admin.post("/nodes", {"name": "x", "url": "ftp://h"}), 422)["fields"]
+    )
+
+    created = admin.post(
+        "/nodes",
+        {
+            "name": "eu-1",
+            "url": shared_scrapyd_node.url,
+            "username": "crawl",
+            "password": SECRET_PASSWORD,
+            "tags": ["eu"],
+            "capacity": 3,
+        },
+    )
+    assert created.status_code == 201, created.content
+    node = created.json()
+    assert node["state"] == "up"
+    assert node["has_credentials"] is True
+    assert Node.objects.get(name="eu-1").password == SECRET_PASSWORD
+    assert_error(admin.post("/nodes", {"name": "eu-1", "url": "http://127.0.0.1:9"}), 409)
+
+    updated = admin.patch(f"/nodes/{node['id']}", {"tags": ["eu", "big"], "weight": 2})
+    assert updated.json()["tags"] == ["eu", "big"]
+    assert (
+        "weight" in assert_error(admin.patch(f"/nodes/{node['id']}", {"weight": 0}), 422)["fields"]
+    )
+    assert_error(viewer.patch(f"/nodes/{node['id']}", {"weight": 3}), 403)
+
+    bodies = [
+        created.content,
+        updated.content,
+        viewer.get("/nodes").content,
+        viewer.get(f"/nodes/{node['id']}").content,
+        admin.post(f"/nodes/{node['id']}/sync").content,
+        viewer.get("/openapi.json").content,
+    ]
+    for body in bodies:
+        assert SECRET_PASSWORD.encode() not in body
+        assert b'"password"' not in body or body is bodies[-1]
+
+    assert admin.delete(f"/nodes/{node['id']}").status_code == 204
+    assert not Node.objects.exists()
+
+
+@pytest.mark.scrapyd
+@pytest.mark.django_db
+def test_node_registration_upserts_and_catches_the_node_up(scrapyd_node, failproject_egg):
+    from controlplane.deploys.services import upload_version
+
+    upload_version("failproject", failproject_egg.version, failproject_egg.data)  # no nodes yet
+    registrar = Api(token("node"))
+    payload = {
+        "name": "self-1",
+        "url": scrapyd_node.url + "/",
+        "max_proc": 3,
+        "tags": ["eu"],
+        "scrapyd_version": "1.6.0",
+        "password": SECRET_PASSWORD,
+    }
+    first = registrar.post("/nodes/register", payload)
+    assert first.status_code == 201, first.content
+    body = first.json()
+    assert body["created"] is True
+    assert body["node"]["capacity"] == 3
+    assert body["node"]["self_registered"] is True
+    assert body["sync"]["deployed"] == [f"failproject {failproject_egg.version}"]
+    assert scrapyd_node.get("listversions.json", project="failproject")["versions"] == [
+        failproject_egg.version
+    ]
+    assert SECRET_PASSWORD.encode() not in first.content
+
+    again = registrar.post("/nodes/register", {**payload, "max_proc": 5, "tags": ["other"]})
+    assert again.status_code == 200
+    assert again.json()["node"]["capacity"] == 5
+    assert again.json()["node"]["tags"] == ["eu"]  # operators own the tags after the first time
+    assert again.json()["sync"]["present"] == [f"failproject {failproject_egg.version}"]
+    assert Node.objects.count() == 1
+
+    clash = registrar.post("/nodes/register", {**payload, "name": "self-2"})
+    assert_error(clash, 409)
+    assert_error(registrar.post("/nodes/register", {**payload, "max_proc": 0}), 422)
+
+
+# --- projects and versions --------------------------------------------------------------------
+@pytest.mark.scrapyd
+@pytest.mark.django_db
+def test_egg_upload_rollback_and_delete_over_the_api(
+    operator, viewer, shared_scrapyd_node, failproject_egg
+):
+    Node.objects.create(name="n1", url=shared_scrapyd_node.url, state=Node.State.UP)
+
+    def upload(version: str, data: bytes):
+        return operator.client.post(
+            "/api/v1/projects/apiproj/versions",
+            data={"version": version, "egg": _file(data)},
+            **operator.headers,
+        )
+
+    error = assert_error(upload("1", b"not a zip"), 422, "invalid_egg")
+    assert "not a zip file" in error["message"]
+    assert "egg" in error["fields"]
+    assert not Project.objects.filter(name="apiproj").exists()
+    assert "version" in assert_error(upload("v1", failproject_egg.data), 422)["fields"]
+    assert_error(
+        viewer.client.post(
+            "/api/v1/projects/apiproj/versions",
+            data={"version": "1", "egg": _file(failproject_egg.data)},
+            **viewer.headers,
+        ),
+        403,
+    )
+
+    first = upload("1", failproject_egg.data)
+    assert first.status_code == 201, first.content
+    assert first.json()["nodes"][0]["ok"] is True
+    assert "ok" in first.json()["spiders"]
+    assert upload("2", failproject_egg.data).status_code == 201
+    assert upload("2", failproject_egg.data).status_code == 200  # same bytes: idempotent
+
+    detail = viewer.get("/projects/apiproj").json()
+    assert detail["current_version"] == "2"
+    assert [v["version"] for v in detail["version_list"]] == ["2", "1"]
+    assert detail["version_list"][0]["deployments"][0]["state"] == "deployed"
+
+    back = operator.post("/projects/apiproj/rollback", {"version": "1"})
+    assert back.status_code == 200, back.content
+    assert back.json()["current"] is True
+    assert viewer.get("/projects/apiproj").json()["current_version"] == "1"
+    assert_error(operator.post("/projects/apiproj/rollback", {"version": "9"}), 422)
+
+    assert_error(operator.delete("/projects/apiproj/versions/1"), 409, "conflict")
+    deleted = operator.delete("/projects/apiproj/versions/2")
+    assert deleted.status_code == 200, deleted.content
+    assert shared_scrapyd_node.get("listversions.json", project="apiproj")["versions"] == ["1"]
+    assert_error(operator.delete("/projects/apiproj/versions/2"), 404)
+
+
+def _file(data: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("project.egg", data, content_type="application/octet-stream")
+
+
+# --- tasks ----------------------------------------------------------------------------------
+TASK = {"name": "nightly", "project": "crawler", "spider": "books", "cron": "0 3 * * *"}
+
+
+@pytest.mark.django_db
+def test_task_validation_reports_every_field(operator, project):
+    response = operator.post(
+        "/tasks",
+        {
+            **TASK,
+            "cron": "61 * * *",
+            "timezone": "Mars/Olympus",
+            "spider": "nosuch",
+            "args": {"_version": "1", "ok": ["a", "list"]},
+            "max_attempts": 0,
+        },
+    )
+    error = assert_error(response, 422, "invalid")
+    fields = error["fields"]
+    assert "4 fields" in " ".join(fields["cron"])
+    assert "unknown spider 'nosuch'" in " ".join(fields["spider"])
+    assert "args" in fields
+    assert "max_attempts" in fields
+    assert not Task.objects.exists()
+
+    tz = assert_error(operator.post("/tasks", {**TASK, "timezone": "Mars/Olympus"}), 422)
+    assert "unknown timezone" in tz["fields"]["timezone"][0]
+    bad_cron = assert_error(operator.post("/tasks", {**TASK, "cron": "0 25 * * *"}), 422)
+    assert "cron" in bad_cron["fields"]
+    bad_args = assert_error(operator.post("/tasks", {**TASK, "args": {"a b": "1"}}), 422)
+    assert "not a valid name" in bad_args["fields"]["args"][0]
+    unknown = assert_error(
+        operator.post("/tasks", {**TASK, "project": "nope", "version": "1"}), 422
+    )
+    assert "unknown project" in unknown["fields"]["project"][0]
+    missing = assert_error(operator.post("/tasks", {"name": "x"}), 422)
+    assert {"project", "spider", "cron"} <= set(missing["fields"])
+    nodes = assert_error(operator.post("/tasks", {**TASK, "selector": "nodes"}), 422)
+    assert "selector_nodes" in nodes["fields"]
+
+
+@pytest.mark.django_db
+def test_task_crud_preview_and_manual_run(operator, viewer, project):
+    created = operator.post(
+        "/tasks",
+        {**TASK, "cron": "30 9 * * 1-5", "timezone": "Europe/Paris", "args": {"max_pages": 2}},
+    )
+    assert created.status_code == 201, created.content
+    task = created.json()
+    assert task["version"] is None
+    assert task["next_run"] is not None
+    assert_error(operator.post("/tasks", TASK), 409)
+
+    preview = viewer.get(f"/tasks/{task['id']}/preview?count=5").json()
+    assert len(preview["next_runs"]) == 5
+    assert preview["next_runs"] == sorted(preview["next_runs"])
+    assert all(run.endswith(("T09:30:00+01:00", "T09:30:00+02:00")) for run in preview["next_runs"])
+    assert viewer.get("/cron/preview?cron=*/15 * * * * *&count=3").status_code == 200
+    assert (
+        "timezone"
+        in assert_error(viewer.get("/cron/preview?cron=* * * * *&timezone=X/Y"), 422)["fields"]
+    )
+
+    pinned = operator.patch(f"/tasks/{task['id']}", {"version": "100", "enabled": False})
+    assert pinned.json()["version"] == "100"
+    assert pinned.json()["next_run"] is None
+    assert (
+        "version"
+        in assert_error(operator.patch(f"/tasks/{task['id']}", {"version": "7"}), 422)["fields"]
+    )
+    assert_error(viewer.patch(f"/tasks/{task['id']}", {"enabled": True}), 403)
+
+    run = operator.post(f"/tasks/{task['id']}/run")
+    assert run.status_code == 201, run.content
+    assert run.json()["trigger"] == "manual"
+    [job_id] = run.json()["jobs"]
+    job = Job.objects.get(pk=job_id)
+    assert job.args == {"max_pages": 2}
+    assert job.version.version == "100"
+
+    assert_error(operator.delete(f"/tasks/{task['id']}"), 409)  # its job is active
+    Job.objects.filter(pk=job_id).update(state=Job.State.SUCCEEDED)
+    assert operator.delete(f"/tasks/{task['id']}").status_code == 204
+
+
+# --- jobs -----------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_job_list_detail_cancel_retry(operator, viewer, project):
+    queued = create_adhoc_run(project, "books")
+    failed = create_adhoc_run(project, "books", args={"max_pages": "1"})
+    Job.objects.filter(pk=failed.pk).update(
+        state=Job.State.FAILED, reason="3 errors", stats={"log_count/ERROR": 3}, errors=3
+    )
+
+    listing = viewer.get("/jobs?state=failed").json()
+    assert listing["count"] == 1
+    assert listing["items"][0]["id"] == failed.pk
+    assert viewer.get("/jobs?spider=books&limit=1").json()["count"] == 2
+    assert viewer.get("/jobs?active=true").json()["items"][0]["id"] == queued.pk
+    assert "state" in assert_error(viewer.get("/jobs?state=exploded"), 422)["fields"]
+
+    detail = viewer.get(f"/jobs/{failed.pk}").json()
+    assert detail["stats"] == {"log_count/ERROR": 3}
+    assert detail["args"] == {"max_pages": "1"}
+    assert "log_url" in detail
+
+    cancelled = operator.post(f"/jobs/{queued.pk}/cancel")
+    assert cancelled.status_code == 200, cancelled.content
+    assert cancelled.json()["job"]["state"] == "cancelled"
+    assert_error(operator.post(f"/jobs/{queued.pk}/cancel"), 409)
+
+    retried = operator.post(f"/jobs/{failed.pk}/retry")
+    assert retried.status_code == 201, retried.content
+    retry = retried.json()["retry"]
+    assert retry["attempt"] == 2
+    assert retry["state"] == "queued"
+    assert retried.json()["job"]["retried_by"] == retry["id"]
+    assert_error(operator.post(f"/jobs/{retry['id']}/retry"), 409)  # not ended yet
+
+
+# --- spider reports ---------------------------------------------------------------------------
+def _job_on_node(project: Project, state: str = Job.State.PENDING) -> tuple[Job, str]:
+    job = create_adhoc_run(project, "books")
+    secret = job.issue_report_token()
+    job.state = state
+    job.save()
+    return job, secret
+
+
+@pytest.mark.django_db
+def test_report_events_and_stop_replies(project):
+    job, secret = _job_on_node(project)
+    spider = Client()
+    url = f"/api/v1/report/{job.scrapyd_job_id}"
+
+    def send(event: str, secret: str = secret, **body: Any):
+        return spider.post(
+            url,
+            data=json.dumps({"event": event, **body}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {secret}",
+        )
+
+    assert_error(send("started", secret="wrong"), 401)
+    no_auth = spider.post(
+        url, data=json.dumps({"event": "started"}), content_type="application/json"
+    )
+    assert_error(no_auth, 401)
+    assert_error(spider.post(url, data="{}", content_type="application/json"), 401)  # auth first
+    assert_error(
+        spider.post(
+            "/api/v1/report/unknown-job",
+            data=json.dumps({"event": "started"}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {secret}",
+        ),
+        401,
+    )
+    assert_error(send("exploded"), 422)
+
+    assert send("started").json() == {"action": "continue", "reason": ""}
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING
+    assert job.started_at is not None
+    first_beat = job.last_heartbeat
+
+    time.sleep(0.01)
+    beat = send("heartbeat", stats={"item_scraped_count": 12, "response_received_count": 3})
+    assert beat.json()["action"] == "continue"
+    job.refresh_from_db()
+    assert job.items == 12
+    assert job.pages == 3
+    assert job.last_heartbeat > first_beat
+
+    Job.objects.filter(pk=job.pk).update(
+        cancel_requested=True, reason="cancel requested by an operator"
+    )
+    stop = send("heartbeat", stats={}).json()
+    assert stop["action"] == "stop"
+    assert "cancel requested" in stop["reason"]
+
+    final = {"item_scraped_count": 20, "log_count/ERROR": 1, "finish_reason": "shutdown"}
+    send("finished", stats=final, finish_reason="stopped_by_controlplane")
+    job.refresh_from_db()
+    assert job.reported_final
+    assert job.items == 20
+    assert job.errors == 1
+    assert job.finish_reason == "stopped_by_controlplane"
+    assert job.state == Job.State.RUNNING  # the poller classifies the outcome
+
+    # A live orphan of a job declared lost is told to stop, so it never runs beside its retry.
+    orphan, orphan_secret = _job_on_node(project, Job.State.LOST)
+    reply = spider.post(
+        f"/api/v1/report/{orphan.scrapyd_job_id}",
+        data=json.dumps({"event": "heartbeat", "stats": {}}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {orphan_secret}",
+    ).json()
+    assert reply["action"] == "stop"
+    assert "lost" in reply["reason"]
+    # ...and a report cannot revive a job that has ended.
+    orphan.refresh_from_db()
+    assert orphan.state == Job.State.LOST
+
+
+# --- over the wire ----------------------------------------------------------------------------
+@pytest.mark.scrapyd
+def test_real_web_server_auth_registration_and_report(cp_web, scrapyd_nodes, failproject_egg):
+    """A real ``crawlfleet web`` and a real ``crawlfleet node --register``."""
+    node_secret = token("node", "fleet-nodes")
+    admin_secret = token("admin", "root")
+    viewer_secret = token("viewer", "eyes")
+    api = f"{cp_web}/api/v1"
+
+    assert requests.get(f"{api}/nodes", timeout=10).status_code == 401
+    assert (
+        requests.get(
+            f"{api}/nodes", headers={"Authorization": f"Bearer {viewer_secret}"}, timeout=10
+        ).json()
+        == []
+    )
+    refused = requests.post(
+        f"{api}/nodes",
+        json={"name": "x", "url": "http://127.0.0.1:9"},
+        headers={"Authorization": f"Bearer {viewer_secret}"},
+        timeout=10,
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "forbidden"
+
+    [node] = scrapyd_nodes(1, register=cp_web, token=node_secret, heartbeat=1, tags=["eu"])
+    deadline = time.monotonic() + 30
+    while not Node.objects.filter(name=node.name).exists():
+        assert time.monotonic() < deadline, node.log_tail()
+        time.sleep(0.2)
+    row = Node.objects.get(name=node.name)
+    assert row.self_registered
+    assert row.url == node.url
+    assert row.tags == ["eu"]
+    assert row.capacity == 2
+
+    # An egg uploaded over HTTP lands on the registered node.
+    upload = requests.post(
+        f"{api}/projects/failproject/versions",
+        headers={"Authorization": f"Bearer {admin_secret}"},
+        data={"version": "5"},
+        files={"egg": ("failproject.egg", failproject_egg.data)},
+        timeout=60,
+    )
+    assert upload.status_code == 201, upload.text
+    assert [r["node"] for r in upload.json()["nodes"]] == [node.name]
+    assert node.get("listversions.json", project="failproject")["versions"] == ["5"]
+    assert NodeDeployment.objects.filter(node=row, state="deployed").count() == 1
+
+    job = create_adhoc_run(Project.objects.get(name="failproject"), "ok")
+    wrong = requests.post(
+        f"{api}/report/{job.scrapyd_job_id}",
+        json={"event": "started"},
+        headers={"Authorization": "Bearer wrong"},
+        timeout=10,
+    )
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "unauthenticated"
+    assert TaskRun.objects.count() == 1
