@@ -85,6 +85,22 @@ KAFKA_STARTUP_TIMEOUT = env("KAFKA_STARTUP_TIMEOUT", 10.0)
 
 # --- shared crawls over Redis (scrapy-redis) ---------------------------------------------------
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Only spiders built on crawler.spiders.shared.SharedSpider read these (and use the Redis scheduler).
+# Keys are namespaced <prefix>:{<spider>:<crawl_id>}:*.
+SHARED_KEY_PREFIX = env("SHARED_KEY_PREFIX", "crawlfleet:shared")
+# How often an idle worker looks at the shared queue (Scrapy's own idle check is every 5 s).
+SHARED_IDLE_TICK = env("SHARED_IDLE_TICK", 1.0)
+# Workers heartbeat this often and count as gone after SHARED_WORKER_TIMEOUT without one; keep the
+# timeout well above the longest a worker's event loop may block (start-up alone takes seconds).
+SHARED_HEARTBEAT_INTERVAL = env("SHARED_HEARTBEAT_INTERVAL", 5.0)
+SHARED_WORKER_TIMEOUT = env("SHARED_WORKER_TIMEOUT", 60.0)
+# An idle worker leaves after this long even if the crawl isn't done (0: wait until done).
+SHARED_MAX_IDLE_TIME = env("SHARED_MAX_IDLE_TIME", 600.0)
+# Safety net: keys of a crawl nobody heartbeats for this long expire (0: never).
+SHARED_KEY_TTL = env("SHARED_KEY_TTL", 7 * 24 * 3600)
+# >0: the last worker leaves a "finished" marker for this long, so a worker that starts late with
+# the same crawl_id exits instead of crawling everything again (0: no key survives the crawl).
+SHARED_DONE_MARKER_TTL = env("SHARED_DONE_MARKER_TTL", 0)
 
 # --- reporting to the control plane (set per job by the dispatcher) -----------------------------
 CRAWLFLEET_REPORT_URL = env("CRAWLFLEET_REPORT_URL", "")
