@@ -49,7 +49,7 @@ def migration_lock(alias: str = "default") -> Iterator[None]:
         finally:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_ID])
-    elif connection.vendor == "sqlite" and str(connection.settings_dict["NAME"]) != ":memory:":
+    elif connection.vendor == "sqlite" and not connection.is_in_memory_db():
         with _file_lock(Path(f"{connection.settings_dict['NAME']}.migrate.lock")):
             yield
     else:
