@@ -257,6 +257,45 @@ def test_jenkinsfile_stages_call_the_ci_scripts() -> None:
     assert 'crawlfleet" deploy' in (REPO_ROOT / "deploy/ci/deploy.sh").read_text()
 
 
+GROOVY = ("org.apache.groovy", "groovy", "4.0.24")
+
+
+def groovy_jar() -> Path:
+    """Groovy from Maven Central (the same Maven that fetches Kafka), cached in ~/.m2."""
+    group, artifact, version = GROOVY
+    jar = (
+        Path.home() / ".m2/repository" / group.replace(".", "/") / artifact / version
+        / f"{artifact}-{version}.jar"
+    )  # fmt: skip
+    if not jar.exists():
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            pytest.fail("Maven is missing: install the Debian package `maven` (see README)")
+        result = subprocess.run(
+            [mvn, "-q", "-B", "dependency:get", f"-Dartifact={group}:{artifact}:{version}",
+             "-Dtransitive=false"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if result.returncode != 0 or not jar.exists():
+            pytest.fail(f"could not fetch Groovy with Maven:\n{result.stdout}{result.stderr}")
+    return jar
+
+
+def test_jenkinsfile_is_valid_groovy() -> None:
+    """Parse the Jenkinsfile with a real Groovy compiler: a syntax error fails here, not in CI."""
+    java = shutil.which("java")
+    if java is None:
+        pytest.fail("Java is missing: install a JDK (see README)")
+    result = subprocess.run(
+        [java, "-cp", str(groovy_jar()), "groovy.ui.GroovyMain", "-e",
+         "new GroovyShell().parse(new File(args[0])); println 'parsed'",
+         str(REPO_ROOT / "Jenkinsfile")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "parsed"
+
+
 def test_ci_deploy_script_needs_url_and_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWLFLEET_")}
     result = subprocess.run(
