@@ -7,6 +7,7 @@ web``, node self-registration, egg uploads over HTTP) run against real processes
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from controlplane.nodes.models import Node
 from controlplane.procutil import free_port
 from controlplane.scheduling.models import Task, TaskRun
 from controlplane.scheduling.runs import create_adhoc_run
+from tests.fixtures.common import VENV_BIN
 
 SECRET_PASSWORD = "n0de-Pa55word-never-shown"
 
@@ -593,3 +595,36 @@ def test_real_web_server_auth_registration_and_report(cp_web, scrapyd_nodes, fai
     assert wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "unauthenticated"
     assert TaskRun.objects.count() == 1
+
+
+def test_token_cli_creates_lists_and_revokes(cp_web, cp_env):
+    """``crawlfleet token``: the secret is printed once and works until revoked."""
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "crawlfleet"), "token", *argv],
+            env=cp_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    created = cli("create", "jenkins", "--role", "operator")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("cf_")
+    assert "shown only now" in created.stderr
+    assert cli("create", "jenkins").returncode == 1
+    assert cli("create", "bad name").returncode == 2
+
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert requests.get(f"{cp_web}/api/v1/jobs", headers=headers, timeout=10).status_code == 200
+    listing = cli("list")
+    assert "jenkins\toperator\tcf_" in listing.stdout
+    assert secret not in listing.stdout
+    assert ApiToken.objects.get(name="jenkins").key_hash != secret
+
+    assert cli("revoke", "jenkins").returncode == 0
+    assert requests.get(f"{cp_web}/api/v1/jobs", headers=headers, timeout=10).status_code == 401
+    assert cli("revoke", "jenkins").returncode == 1

@@ -209,15 +209,19 @@ def _record(version: Version, results: Iterable[NodeResult]) -> None:
     for result in results:
         if result.action == "delete":
             state = NodeDeployment.State.REMOVED if result.ok else None
+        elif result.action == "check":
+            state = NodeDeployment.State.DEPLOYED if result.ok else None
         else:
             state = NodeDeployment.State.DEPLOYED if result.ok else NodeDeployment.State.FAILED
         if state is None:
-            continue  # a failed delete leaves the record as it was: the egg is still there
+            continue  # a failed delete or check tells nothing new: keep the record as it is
         row, created = NodeDeployment.objects.get_or_create(
             node_id=result.node_id,
             version=version,
             defaults={"state": state, "message": result.message[:4000], "attempts": 1},
         )
+        if not created and result.action == "check" and row.state == state:
+            continue  # confirmed as recorded: no write on every heartbeat
         if not created:
             NodeDeployment.objects.filter(pk=row.pk).update(
                 state=state,
@@ -290,12 +294,14 @@ def upload_version(project_name: str, version: str, egg_bytes: bytes) -> DeployO
                 project.delete()
         every = all(r.unreachable for r in results)
         details = "; ".join(f"{r.node}: {r.message}" for r in results)
+        if every:
+            summary = f"no node could be reached to deploy {project_name} {version}"
+        elif any(r.unreachable for r in results):
+            summary = f"no node accepted {project_name} {version}"
+        else:
+            summary = f"every node rejected {project_name} {version}"
         raise DeployError(
-            (
-                f"no node could be reached to deploy {project_name} {version}: {details}"
-                if every
-                else f"every node rejected {project_name} {version}: {details}"
-            ),
+            f"{summary}; nothing was stored: {details}",
             code="unreachable" if every else "rejected",
             status=503 if every else 422,
             fields={} if every else {"egg": [details]},
@@ -355,9 +361,10 @@ def deploy_version(
     results: list[NodeResult] = []
     if only_missing:
         checks = _parallel(nodes, lambda n: _has(n, project, version.version))
-        present = {r.node_id for r in checks if r.ok}
-        results += [r for r in checks if r.ok]
-        nodes = [n for n in nodes if n.pk not in present]
+        # Present: nothing to do. Unreachable: pushing would only time out a second time.
+        settled = {r.node_id for r in checks if r.ok or r.unreachable}
+        results += [r for r in checks if r.node_id in settled]
+        nodes = [n for n in nodes if n.pk not in settled]
     egg = bytes(version.egg)
     results += _parallel(nodes, lambda n: _push(n, project, version.version, egg))
     _record(version, results)
@@ -423,6 +430,7 @@ def sync_node(node: Node) -> SyncOutcome:
     except ScrapydError as exc:
         outcome.ok = False
         outcome.message = f"cannot list versions on {node.name}: {summarize(str(exc))}"
+        logger.warning("sync of node %s failed: %s", node.name, outcome.message)
         return outcome
 
     # Records that no longer match the node: it lost them (restart with an empty eggs dir).
@@ -440,7 +448,7 @@ def sync_node(node: Node) -> SyncOutcome:
         label = f"{version.project.name} {version.version}"
         if version.version in on_node.get(version.project.name, set()):
             outcome.present.append(label)
-            _record(version, [NodeResult(node.name, node.pk, True, "present on the node")])
+            _record(version, [NodeResult(node.name, node.pk, True, "present", action="check")])
             continue
         result = _push(node, version.project.name, version.version, bytes(version.egg))
         _record(version, [result])
@@ -472,6 +480,10 @@ def sync_node(node: Node) -> SyncOutcome:
         f"{node.name}: {len(outcome.deployed)} deployed, {len(outcome.present)} present, "
         f"{len(outcome.failed)} failed, {len(outcome.removed)} removed"
     )
+    if outcome.failed:
+        logger.warning("sync of node %s incomplete: %s", node.name, outcome.message)
+    elif outcome.deployed or outcome.removed or outcome.missing:
+        logger.info("synced node %s: %s", node.name, outcome.message)
     return outcome
 
 
