@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
@@ -146,6 +147,11 @@ def install(api: NinjaAPI) -> None:
     def _deploy_error(request: HttpRequest, exc: DeployError) -> HttpResponse:
         extra = {"nodes": [r.as_dict() for r in exc.results]} if exc.results else None
         return envelope(exc.status, exc.message, code=exc.code, fields=exc.fields, extra=extra)
+
+    @api.exception_handler(IntegrityError)
+    def _conflict(request: HttpRequest, exc: IntegrityError) -> HttpResponse:
+        # Pre-checks catch the usual duplicates; this is a concurrent writer winning the race.
+        return envelope(409, "conflicts with a change made at the same time; try again")
 
     @api.exception_handler(Http404)
     def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:

@@ -88,8 +88,9 @@ def _get(node_id: int) -> Node:
 )
 def register(request: HttpRequest, payload: NodeRegisterIn) -> Status:
     """Upsert by name. ``max_proc`` becomes the capacity; tags are taken when the node is first
-    registered and are the operators' to change afterwards. Every registration checks the node's
-    versions (``sync_node``), so a node restarted with an empty eggs dir catches up at once."""
+    registered and are the operators' to change afterwards. Every registration of a healthy node
+    checks its versions (``sync_node``, cheap when nothing is missing), so a node restarted with
+    an empty eggs dir catches up even if the poller never saw it down."""
     url = payload.url.rstrip("/")
     with transaction.atomic():
         node = Node.objects.select_for_update().filter(name=payload.name).first()
@@ -105,10 +106,11 @@ def register(request: HttpRequest, payload: NodeRegisterIn) -> Status:
             node.username, node.password = payload.username, payload.password
         node.full_clean(validate_unique=False)
         node.save()
-    if created or node.state in (Node.State.UNKNOWN, Node.State.DOWN):
+    if created:  # its first health check now, so it can take work at once
         answered, latency, status, error = probe(node)
         node.record_check(ok=answered, latency=latency, status=status, error=error)
-    sync = _safe_sync(node) if node.state != Node.State.DOWN else None
+    # A node the poller holds down is synced by the poller when it sees it come back.
+    sync = _safe_sync(node) if node.state in (Node.State.UP, Node.State.DEGRADED) else None
     if created:
         logger.info("node %s registered at %s", node.name, node.url)
     body = {"node": node, "created": created, "sync": sync_out(sync) if sync else None}
