@@ -1,0 +1,551 @@
+"""The poller: node health, job tracking, failure detection, and the retries that follow.
+
+Every cycle each node is polled in its own worker thread: ``daemonstatus.json`` (health), then
+the jobs we believe are on it are read from the database, then ``listjobs.json`` (read after the
+database, so a job dispatched in between is never mistaken for one the node forgot). Each job is
+moved along (``dispatching → pending → running → final``) and ended jobs are classified
+(:mod:`controlplane.jobs.outcome`). A cycle waits at most one interval for the nodes: a node that
+is slow or dead keeps its own thread busy until its bounded timeouts expire and is skipped by the
+following cycles until then, so it never delays the others.
+
+Several pollers may run. Every change is a conditional :meth:`Job.transition` (or an equally
+conditional update), and only the poller whose update changed the row acts on it: it sends the
+cancel, schedules the retry. See docs/FAILURES.md for the rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django.db.models import Q
+from django.utils import timezone
+
+from controlplane.jobs import outcome, retry
+from controlplane.jobs.models import Job
+from controlplane.nodes import health
+from controlplane.nodes.models import Node
+from controlplane.scheduling import completion
+from controlplane.scrapyd import ScrapydClient, ScrapydError
+
+logger = logging.getLogger(__name__)
+
+LOG_TAIL_BYTES = 64 * 1024
+LOG_TAIL_MAX_BYTES = 1024 * 1024
+POLL_WORKERS = int(os.environ.get("CRAWLFLEET_POLL_WORKERS", "32"))
+
+
+def cancel_kill_after() -> float:
+    """Seconds a job we asked to stop may take to shut down gracefully before it is killed."""
+    default = float(os.environ.get("CRAWLFLEET_CANCEL_KILL_AFTER", "60"))
+    return float(getattr(settings, "CRAWLFLEET_CANCEL_KILL_AFTER", default))
+
+
+def parse_node_time(value: str | None) -> datetime | None:
+    """A time from a node: Scrapyd's naive local strings (read as this host's local time, the
+    usual setup where nodes and control plane share a timezone) or ISO times with an offset."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed.astimezone(UTC)
+
+
+@dataclass
+class Listing:
+    """One ``listjobs.json`` answer, indexed by job id."""
+
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    running: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, payload: dict[str, list[dict[str, Any]]]) -> Listing:
+        return cls(
+            **{
+                key: {str(entry["id"]): entry for entry in payload.get(key, []) if "id" in entry}
+                for key in ("pending", "running", "finished")
+            }
+        )
+
+    def where(self, job_id: str) -> tuple[str | None, dict[str, Any]]:
+        # Finished first: an id is in one list only, but a stale cache must not revive a job.
+        for name in ("finished", "running", "pending"):
+            entry = getattr(self, name).get(job_id)
+            if entry is not None:
+                return name, entry
+        return None, {}
+
+
+class NodeSession:
+    """One poll of one node: its client, and its exit records fetched only when needed."""
+
+    def __init__(self, node: Node, client: ScrapydClient | None = None) -> None:
+        self.node = node
+        self.client = client or node.client()
+        self._exits: dict[str, dict[str, Any] | None] = {}
+        self.has_exits = True
+
+    def exit_record(self, job_id: str) -> dict[str, Any] | None:
+        """The node's record of how the job's process ended (or that it is still running)."""
+        if not self.has_exits:
+            return None
+        if job_id not in self._exits:
+            try:
+                payload = self.client.get("jobexits.json", job=job_id, limit=1)
+            except ScrapydError as exc:
+                if not exc.unreachable:
+                    self.has_exits = False  # a plain Scrapyd without the service
+                return None
+            records = payload.get("exits") or []
+            self._exits[job_id] = records[0] if records else None
+        return self._exits[job_id]
+
+    def log_tail(self, job: Job) -> str:
+        """The end of the job's log; a larger window if the stats dump started before it."""
+        path = f"logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log"
+        try:
+            text = fetch_tail(self.client, path, LOG_TAIL_BYTES)
+            if outcome.STATS_MARKER not in text and len(text.encode()) >= LOG_TAIL_BYTES:
+                text = fetch_tail(self.client, path, LOG_TAIL_MAX_BYTES)
+        except ScrapydError as exc:
+            logger.info("no log for job %s on %s: %s", job.pk, self.node.name, exc)
+            return ""
+        return text
+
+
+def fetch_tail(client: ScrapydClient, path: str, size: int) -> str:
+    """The last ``size`` bytes of a file the node serves.
+
+    Twisted's static files answer a suffix range (``bytes=-N``) longer than the file with HTTP
+    500, so the length is asked first and an explicit ``bytes=start-`` range requested.
+    """
+    url = urljoin(client.url, path)
+    try:
+        head = client.session.head(url, timeout=client.timeout)
+        if head.status_code == 404:
+            return ""
+        length = int(head.headers.get("Content-Length") or 0)
+        headers = {"Range": f"bytes={length - size}-"} if length > size else {}
+        response = client.session.get(url, headers=headers, timeout=client.timeout)
+    except (requests.RequestException, ValueError) as exc:
+        raise ScrapydError(f"{url}: {exc}", unreachable=True) from exc
+    if response.status_code in (404, 416):
+        return ""
+    if response.status_code not in (200, 206):
+        raise ScrapydError(f"{url} answered HTTP {response.status_code}")
+    return response.content.decode("utf-8", errors="replace")
+
+
+class Tracker:
+    """Reconciles the jobs of one node with what the node says. Shared by the poll threads."""
+
+    def __init__(self) -> None:
+        # Jobs we asked to stop: job id -> (monotonic time first seen stopping, killed yet).
+        self._stopping: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    # --- one node --------------------------------------------------------------------------
+    def poll_node(self, node: Node) -> health.HealthCheck:
+        client = node.client()
+        check = health.check(node, client)
+        if not check.ok:
+            if node.down_longer_than(settings.CRAWLFLEET_NODE_LOST_GRACE):
+                self.node_lost(node)
+            return check
+        if check.came_back:
+            health.sync_returning_node(node)
+        now = timezone.now()
+        jobs = list(
+            Job.objects.filter(node=node, state__in=Job.ON_NODE).select_related(
+                "run__task", "project"
+            )
+        )
+        try:
+            listing = Listing.from_api(client.listjobs())
+        except ScrapydError as exc:
+            logger.warning("listjobs.json of %s failed: %s", node.name, exc)
+            return check
+        session = NodeSession(node, client)
+        for job in jobs:
+            try:
+                self.reconcile(job, listing, session, now)
+            except ScrapydError as exc:
+                logger.warning("job %s on %s: %s", job.pk, node.name, exc)
+        self.stop_strays(node, listing, session, {job.scrapyd_job_id for job in jobs})
+        return check
+
+    def reconcile(self, job: Job, listing: Listing, session: NodeSession, now: datetime) -> None:
+        where, entry = listing.where(job.scrapyd_job_id)
+        if where == "finished":
+            self.finalize(job, session, entry)
+        elif where == "running":
+            if job.state != Job.State.RUNNING:
+                started = job.started_at or parse_node_time(entry.get("start_time")) or now
+                job.transition(
+                    [Job.State.DISPATCHING, Job.State.PENDING],
+                    Job.State.RUNNING,
+                    started_at=started,
+                )
+            if job.state == Job.State.RUNNING:
+                self.watch_running(job, session, entry, now)
+        elif where == "pending":
+            if job.state == Job.State.DISPATCHING:
+                job.transition([Job.State.DISPATCHING], Job.State.PENDING, log_url=log_url(job))
+            if job.cancel_requested:
+                self.send_cancel(job, session, signal=None)
+        else:
+            self.gone(job, session, now)
+
+    def watch_running(
+        self, job: Job, session: NodeSession, entry: dict[str, Any], now: datetime
+    ) -> None:
+        """Stop a running job that overran max_runtime or stopped heartbeating."""
+        if job.cancel_requested:
+            self.escalate(job, session)
+            return
+        policy = retry.policy_for(job)
+        started = job.started_at or parse_node_time(entry.get("start_time"))
+        if policy.max_runtime and started and now - started > timedelta(seconds=policy.max_runtime):
+            self.request_stop(job, session, f"{outcome.CANCEL_TIMEOUT} ({policy.max_runtime} s)")
+            return
+        timeout = settings.CRAWLFLEET_HEARTBEAT_TIMEOUT
+        if job.last_heartbeat and now - job.last_heartbeat > timedelta(seconds=timeout):
+            age = int((now - job.last_heartbeat).total_seconds())
+            self.request_stop(
+                job, session, f"{outcome.CANCEL_HUNG} for {age} s (limit {timeout:g} s)"
+            )
+
+    def request_stop(self, job: Job, session: NodeSession, reason: str) -> None:
+        """Mark the job as being stopped by us; only the poller that marks it sends the cancel."""
+        won = (
+            Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, cancel_requested=False).update(
+                cancel_requested=True, reason=reason[:2000], updated_at=timezone.now()
+            )
+            == 1
+        )
+        if won:
+            job.cancel_requested, job.reason = True, reason
+            logger.warning("stopping job %s on %s: %s", job.pk, session.node.name, reason)
+            self.send_cancel(job, session, signal=None)
+
+    def send_cancel(self, job: Job, session: NodeSession, signal: str | None) -> str | None:
+        prevstate = session.client.cancel(job.project.name, job.scrapyd_job_id, signal=signal)
+        with self._lock:
+            self._stopping.setdefault(job.scrapyd_job_id, (time.monotonic(), signal == "KILL"))
+        if prevstate == "pending" and job.cancel_requested:
+            # Taken out of the node's queue: it never ran.
+            job.transition(
+                [Job.State.DISPATCHING, Job.State.PENDING],
+                self._cancel_state(job),
+                reason=f"{job.reason}; removed from {session.node.name}'s queue",
+            )
+        return prevstate
+
+    def escalate(self, job: Job, session: NodeSession) -> None:
+        """A job asked to stop that is still running after the grace period is killed."""
+        key = job.scrapyd_job_id
+        with self._lock:
+            first, killed = self._stopping.setdefault(key, (time.monotonic(), False))
+            due = not killed and time.monotonic() - first > cancel_kill_after()
+            if due:
+                self._stopping[key] = (first, True)
+        if due:
+            logger.warning(
+                "job %s did not stop gracefully on %s: killing it", job.pk, session.node.name
+            )
+            session.client.cancel(job.project.name, key, signal="KILL")
+
+    @staticmethod
+    def _cancel_state(job: Job) -> str:
+        if job.reason.startswith(outcome.CANCEL_TIMEOUT):
+            return Job.State.TIMED_OUT
+        if job.reason.startswith(outcome.CANCEL_HUNG):
+            return Job.State.FAILED
+        return Job.State.CANCELLED
+
+    def gone(self, job: Job, session: NodeSession, now: datetime) -> None:
+        """The node answers but does not list the job."""
+        job.refresh_from_db()
+        if job.state not in Job.ON_NODE or job.node_id != session.node.pk:
+            return
+        if job.state == Job.State.DISPATCHING:
+            self.never_arrived(job, session, now)
+            return
+        record = session.exit_record(job.scrapyd_job_id)
+        if record and record.get("state") == "running":
+            return  # started by the Scrapyd that answers: listed again next time
+        if record and record.get("state") in ("exited", "killed"):
+            # It ended, but the node's finished list no longer has it (trimmed or restarted).
+            self.finalize(job, session, {"end_time": record.get("end_time")})
+            return
+        if job.cancel_requested:
+            # We asked it to stop; whatever became of it, it is not retried as lost.
+            self.end(job, self._cancel_state(job), f"{job.reason}; gone from {session.node.name}")
+            return
+        detail = f"{session.node.name} no longer knows it (its Scrapyd restarted?)"
+        if record and record.get("pid_alive"):
+            detail += f"; its process {record.get('pid')} is still running"
+        self.lose(job, detail)
+
+    def never_arrived(self, job: Job, session: NodeSession, now: datetime) -> None:
+        """A dispatching job the node does not know: cancelled, or queued again after the grace."""
+        if job.cancel_requested:
+            self.end(job, self._cancel_state(job), f"{job.reason}; before it reached a node")
+            return
+        grace = timedelta(seconds=settings.CRAWLFLEET_DISPATCH_GRACE)
+        if job.dispatched_at is None or now - job.dispatched_at <= grace:
+            return  # schedule.json may still be on its way
+        # The node never got it (schedule.json failed in transit): it never ran.
+        if job.transition(
+            [Job.State.DISPATCHING],
+            Job.State.QUEUED,
+            node=None,
+            dispatched_at=None,
+            reason=f"{session.node.name} never received it; queued again",
+            avoid_nodes=sorted({*(job.avoid_nodes or []), session.node.pk}),
+        ):
+            logger.warning("job %s never reached %s: queued again", job.pk, session.node.name)
+
+    def finalize(self, job: Job, session: NodeSession, entry: dict[str, Any]) -> None:
+        """Classify a job the node says has ended, and record the verdict."""
+        job.refresh_from_db()
+        if job.state not in Job.ON_NODE:
+            return
+        policy = retry.policy_for(job)
+        evidence = self.gather(job, session)
+        verdict = outcome.classify(
+            evidence,
+            error_threshold=policy.error_threshold,
+            cancel_reason=job.reason if job.cancel_requested else None,
+        )
+        fields: dict[str, Any] = {"exit_status": verdict.exit_status}
+        if verdict.stats:
+            holder = Job(stats={})
+            holder.apply_stats(verdict.stats)
+            fields.update(
+                stats=holder.stats,
+                items=holder.items,
+                pages=holder.pages,
+                errors=holder.errors,
+                finish_reason=holder.finish_reason,
+            )
+        record = session.exit_record(job.scrapyd_job_id) or {}
+        started = parse_node_time(record.get("start_time")) or parse_node_time(
+            entry.get("start_time")
+        )
+        if job.started_at is None and started is not None:
+            fields["started_at"] = started
+        ended = parse_node_time(record.get("end_time")) or parse_node_time(entry.get("end_time"))
+        if ended is not None:
+            fields["finished_at"] = ended
+        if not job.log_url:
+            fields["log_url"] = log_url(job)
+        self.end(job, verdict.state, verdict.reason, **fields)
+
+    def gather(self, job: Job, session: NodeSession) -> outcome.Evidence:
+        evidence = outcome.Evidence(reported_stats=job.stats if job.reported_final else None)
+        record = session.exit_record(job.scrapyd_job_id)
+        if record and record.get("state") in ("exited", "killed"):
+            evidence.exit_known = True
+            evidence.exit_code = record.get("exit_code")
+            evidence.signal = record.get("signal")
+            evidence.signal_name = record.get("signal_name")
+        if not job.reported_final or evidence.exit_code or evidence.signal is not None:
+            evidence.log = outcome.parse_log(session.log_tail(job))
+        return evidence
+
+    # --- ending jobs -----------------------------------------------------------------------
+    def end(self, job: Job, state: str, reason: str, **fields: Any) -> bool:
+        """Move an on-node job to a final state; the winner schedules the retry."""
+        if not job.transition(Job.ON_NODE, state, reason=reason[:2000], **fields):
+            return False
+        with self._lock:
+            self._stopping.pop(job.scrapyd_job_id, None)
+        log = logger.info if state == Job.State.SUCCEEDED else logger.warning
+        log("job %s (%s, attempt %s) %s: %s", job.pk, job.spider, job.attempt, state, reason)
+        if state in Job.RETRYABLE:
+            retry.maybe_retry(job)
+        return True
+
+    def lose(self, job: Job, reason: str) -> bool:
+        return self.end(job, Job.State.LOST, reason)
+
+    def node_lost(self, node: Node) -> None:
+        """Every job on a node that has been down past the grace period is lost."""
+        reason = f"node {node.name} down since {node.state_since:%Y-%m-%d %H:%M:%S} UTC"
+        for job in Job.objects.filter(node=node, state__in=Job.ON_NODE).select_related("run__task"):
+            if job.cancel_requested:
+                self.end(job, self._cancel_state(job), f"{job.reason}; {reason}")
+            else:
+                self.lose(job, reason)
+
+    def stop_strays(
+        self, node: Node, listing: Listing, session: NodeSession, expected: set[str]
+    ) -> None:
+        """Stop processes of ours the node runs that we no longer expect there.
+
+        A job declared lost while its node was unreachable, then found still running when the
+        node answers again; a job re-queued after an unconfirmed dispatch that reached the node
+        late. Jobs scheduled on the node by others are left alone.
+        """
+        listed = {**listing.pending, **listing.running}
+        unexpected = [job_id for job_id in listed if job_id not in expected]
+        if not unexpected:
+            return
+        for job in Job.objects.filter(scrapyd_job_id__in=unexpected).select_related("project"):
+            if job.state in Job.ON_NODE and job.node_id == node.pk:
+                continue  # dispatched after we read the database: not a stray
+            key = job.scrapyd_job_id
+            with self._lock:
+                first, killed = self._stopping.get(key, (None, False))
+                if first is None:
+                    self._stopping[key] = (time.monotonic(), False)
+                    signal = "INT"
+                elif not killed and time.monotonic() - first > cancel_kill_after():
+                    self._stopping[key] = (first, True)
+                    signal = "KILL"
+                else:
+                    continue
+            logger.warning(
+                "job %s (%s) still runs on %s: stopping it (%s)",
+                job.pk,
+                job.state,
+                node.name,
+                signal,
+            )
+            try:
+                session.client.cancel(
+                    listed[key].get("project") or job.project.name, key, signal=signal
+                )
+            except ScrapydError as exc:
+                logger.warning("could not stop stray job %s on %s: %s", job.pk, node.name, exc)
+
+    def forget_stale(self) -> None:
+        """Drop stop bookkeeping old enough that the job has surely been killed and gone."""
+        horizon = time.monotonic() - max(600.0, 5 * cancel_kill_after())
+        with self._lock:
+            for key in [k for k, (first, _) in self._stopping.items() if first < horizon]:
+                del self._stopping[key]
+
+
+def log_url(job: Job) -> str:
+    if job.node is None:
+        return ""
+    base = job.node.url.rstrip("/")
+    return f"{base}/logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log"
+
+
+def nodes_to_poll() -> list[Node]:
+    """Enabled nodes, and disabled ones that still have jobs to follow to their end."""
+    return list(
+        Node.objects.filter(Q(enabled=True) | Q(jobs__state__in=Job.ON_NODE))
+        .distinct()
+        .order_by("pk")
+    )
+
+
+def sweep_orphaned_rows() -> int:
+    """On-node jobs whose node row was deleted can never be reconciled: they are lost."""
+    count = 0
+    for job in Job.objects.filter(node__isnull=True, state__in=Job.ON_NODE).select_related(
+        "run__task"
+    ):
+        if job.transition(Job.ON_NODE, Job.State.LOST, reason="its node was removed"):
+            retry.maybe_retry(job)
+            count += 1
+    return count
+
+
+@dataclass
+class CycleResult:
+    polled: list[str] = field(default_factory=list)
+    still_running: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+
+class Poller:
+    """Runs cycles: nodes concurrently, then the fleet-wide sweeps (retries, run completion)."""
+
+    def __init__(self, interval: float | None = None, workers: int = POLL_WORKERS) -> None:
+        self.interval = interval or settings.CRAWLFLEET_POLL_INTERVAL
+        self.tracker = Tracker()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll")
+        self.inflight: dict[int, tuple[str, Future[Any]]] = {}
+
+    def _poll(self, node: Node) -> None:
+        try:
+            self.tracker.poll_node(node)
+        except Exception:
+            logger.exception("polling node %s failed", node.name)
+        finally:
+            connections.close_all()
+
+    def cycle(self, wait: float | None = None) -> CycleResult:
+        """Poll every node once (nodes still busy from an earlier cycle are skipped), waiting at
+        most ``wait`` seconds (default: one interval) for them, then run the sweeps."""
+        started = time.monotonic()
+        close_old_connections()
+        result = CycleResult()
+        submitted: dict[Future[Any], str] = {}
+        for node in nodes_to_poll():
+            busy = self.inflight.get(node.pk)
+            if busy is not None and not busy[1].done():
+                result.skipped.append(node.name)
+                continue
+            future = self.pool.submit(self._poll, node)
+            self.inflight[node.pk] = (node.name, future)
+            submitted[future] = node.name
+        done, not_done = wait_futures(submitted, timeout=self.interval if wait is None else wait)
+        result.polled = sorted(submitted[f] for f in done)
+        result.still_running = sorted(submitted[f] for f in not_done)
+        for name, job in (("orphaned rows", sweep_orphaned_rows), ("retries", retry.sweep)):
+            try:
+                job()
+            except Exception:
+                logger.exception("%s sweep failed", name)
+        try:
+            completion.sweep()
+        except Exception:
+            logger.exception("run completion sweep failed")
+        self.tracker.forget_stale()
+        result.duration = time.monotonic() - started
+        return result
+
+    def run(self, stop: threading.Event, once: bool = False) -> None:
+        logger.info("poller started: every %.1f s", self.interval)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                result = self.cycle()
+            except Exception:
+                logger.exception("poll cycle failed")
+                close_old_connections()
+            else:
+                if result.still_running or result.skipped:
+                    logger.info("slow nodes: %s", ", ".join(result.still_running + result.skipped))
+            if once:
+                break
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        logger.info("poller stopping")
+        self.close()
+
+    def close(self) -> None:
+        # Threads blocked on a dead node end with their bounded timeouts; do not wait for them.
+        self.pool.shutdown(wait=False, cancel_futures=True)
