@@ -314,6 +314,16 @@ def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
+def _exec_cmdline(pid: int, timeout: float = 10.0) -> list[str]:
+    """The command line once the entrypoint script has exec'd into crawlfleet."""
+    deadline = time.monotonic() + timeout
+    cmdline = _cmdline(pid)
+    while time.monotonic() < deadline and Path(cmdline[1]).name != "crawlfleet":
+        time.sleep(0.05)
+        cmdline = _cmdline(pid)
+    return cmdline
+
+
 @pytest.mark.scrapyd
 @pytest.mark.slow
 def test_entrypoints_start_the_real_processes_in_compose_order(tmp_path: Path) -> None:
@@ -355,7 +365,7 @@ def test_entrypoints_start_the_real_processes_in_compose_order(tmp_path: Path) -
         poller = start("poller", [entrypoint, "poller"])
         # The entrypoint execs: the managed pid is crawlfleet itself, so signals reach it.
         for proc, command in ((web, "web"), (scheduler, "scheduler"), (poller, "poller")):
-            cmdline = _cmdline(proc.pid)
+            cmdline = _exec_cmdline(proc.pid)
             assert Path(cmdline[1]).name == "crawlfleet", cmdline
             assert cmdline[2] == command, cmdline
         assert requests.get(f"{url}/admin/login/", timeout=10).status_code == 200
@@ -372,7 +382,9 @@ def test_entrypoints_start_the_real_processes_in_compose_order(tmp_path: Path) -
             CRAWLFLEET_REGISTER_URL=url,
         )
         node.wait_for_port(node_port, timeout=60)
-        assert "--token" not in _cmdline(node.pid), "the token must stay out of the command line"
+        assert "--token" not in _exec_cmdline(node.pid), (
+            "the token must stay out of the command line"
+        )
         status = requests.get(f"http://127.0.0.1:{node_port}/daemonstatus.json", timeout=10).json()
         assert status["status"] == "ok"
 

@@ -11,16 +11,19 @@ Run as ``python -m tests.test_postgres ACTION ...`` this module is that worker.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controlplane.procutil import ManagedProcess
 from tests.fixtures.common import REPO_ROOT
 from tests.fixtures.postgres import PostgresServer
 
@@ -39,7 +42,7 @@ def _barrier(sync_dir: Path) -> None:
         time.sleep(0.002)
 
 
-def _seed(nodes: int, capacity: int, queued: int) -> dict[str, Any]:
+def _seed(nodes: int, capacity: int, queued: int, cron: str = "* * * * *") -> dict[str, Any]:
     """A project with one deployed version on ``nodes`` up nodes, a task, ``queued`` jobs."""
     import hashlib
 
@@ -70,7 +73,10 @@ def _seed(nodes: int, capacity: int, queued: int) -> dict[str, Any]:
             state=Node.State.UP,
         )
         NodeDeployment.objects.create(node=node, version=version, state="deployed")
-    task = Task.objects.create(name="books", project=project, spider="books", cron="* * * * *")
+    # overlap "allow": every fire gets its own run and job, none is skipped as overlapping.
+    task = Task.objects.create(
+        name="books", project=project, spider="books", cron=cron, overlap=Task.Overlap.ALLOW
+    )
     run = TaskRun.objects.create(task=None, trigger="api", scheduled_for=timezone.now())
     Job.objects.bulk_create(
         Job(run=run, project=project, spider="books", version=version) for _ in range(queued)
@@ -103,7 +109,8 @@ def worker(argv: list[str]) -> None:
     setup()
     action, *rest = argv
     if action == "seed":
-        result = _seed(*(int(a) for a in rest))
+        nodes, capacity, queued, *cron = rest
+        result = _seed(int(nodes), int(capacity), int(queued), *cron)
     elif action == "create-run":
         task_id, scheduled_for, sync_dir = rest
         _barrier(Path(sync_dir))
@@ -183,10 +190,30 @@ def _race(argvs: list[list[str]], env: dict[str, str], sync_dir: Path) -> list[d
     return [_result(output) for output in outputs]
 
 
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server: PostgresServer, tmp_path_factory) -> str:
+    """A database migrated once, copied by each test that needs a migrated one (much faster)."""
+    name = "crawlfleet_template"
+    url = postgres_server.create_database(name)
+    env = {
+        **os.environ,
+        "CRAWLFLEET_DATABASE_URL": url,
+        "CRAWLFLEET_DATA_DIR": str(tmp_path_factory.mktemp("pg-template")),
+        "CRAWLFLEET_SECRET_KEY": "test-only-not-secret",
+    }
+    _run(_crawlfleet("manage", "migrate", "--no-input", "-v", "0"), env)
+    return name
+
+
 @pytest.fixture
-def migrated_env(pg_env: dict[str, str]) -> dict[str, str]:
-    _run(_crawlfleet("manage", "migrate", "--no-input", "-v", "0"), pg_env)
-    return pg_env
+def migrated_env(
+    pg_env: dict[str, str], postgres_server: PostgresServer, migrated_template: str
+) -> dict[str, str]:
+    """Like ``pg_env``, on a new database copied from the migrated template."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with postgres_server.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    return {**pg_env, "CRAWLFLEET_DATABASE_URL": postgres_server.url(name)}
 
 
 def test_concurrent_starts_migrate_once_and_completely(
@@ -269,6 +296,53 @@ def test_racing_dispatchers_never_claim_a_job_twice_or_overfill_nodes(
         ).fetchone()
     assert sorted(count for _, count in per_node) == [capacity] * nodes
     assert still_queued == (queued - nodes * capacity,)
+
+
+def test_scheduler_replicas_fire_every_second_exactly_once(
+    migrated_env: dict[str, str], postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Three real `crawlfleet scheduler` processes on one per-second task: no fire twice or lost."""
+    task_id = _result(_run(_worker("seed", "0", "1", "0", "* * * * * *"), migrated_env))["task"]
+    env = {**migrated_env, "CRAWLFLEET_SCHEDULER_TICK": "0.5", "CRAWLFLEET_LOG_LEVEL": "INFO"}
+    replicas = [
+        ManagedProcess(
+            f"scheduler-{i}",
+            _crawlfleet("scheduler", "--name", f"replica-{i}", "--sync-interval", "0.5"),
+            log_path=tmp_path / f"scheduler-{i}.log",
+            env=env,
+        ).start()
+        for i in range(3)
+    ]
+    try:
+        time.sleep(10)
+        for proc in replicas:
+            assert proc.alive(), proc.log_tail()
+    finally:
+        for proc in replicas:
+            proc.stop()
+    database = migrated_env["CRAWLFLEET_DATABASE_URL"].rsplit("/", 1)[1]
+    with postgres_server.connect(database) as conn:
+        fires = [
+            row[0]
+            for row in conn.execute(
+                "SELECT scheduled_for FROM scheduling_taskrun WHERE task_id = %s "
+                "ORDER BY scheduled_for",
+                [task_id],
+            ).fetchall()
+        ]
+        jobs_per_run = conn.execute(
+            "SELECT r.id, count(j.id) FROM scheduling_taskrun r "
+            "LEFT JOIN jobs_job j ON j.run_id = r.id WHERE r.task_id = %s GROUP BY r.id",
+            [task_id],
+        ).fetchall()
+    logs = "\n".join(proc.log_tail(20000) for proc in replicas)
+    assert len(fires) >= 4, logs
+    assert len(set(fires)) == len(fires)
+    # Every second between the first and the last fire was recorded, once.
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fires)]
+    assert gaps == [1.0] * len(gaps), fires
+    assert {count for _, count in jobs_per_run} == {1}
+    assert "Traceback" not in logs, logs
 
 
 if __name__ == "__main__":
