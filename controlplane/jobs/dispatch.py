@@ -2,20 +2,35 @@
 
 Load is counted from the database (jobs dispatching, pending or running on each node), not from
 the nodes' own counters, so every scheduler replica sees the same picture and a full fleet keeps
-runs waiting here, in the control plane, rather than in some node's queue. A job is claimed with a
-conditional update (``queued`` to ``dispatching``) before anything is sent, so two replicas never
-send the same job.
+runs waiting here, in the control plane, rather than in some node's queue.
+
+One dispatch is three steps:
+
+1. :func:`plan` claims due queued jobs and assigns each a node in one write transaction: node
+   rows are locked first (PostgreSQL; SQLite transactions already start with the write lock), so
+   replicas plan one after another and never both fill the same free slot, and the claim itself is
+   conditional on the job still being ``queued``, so no job is sent twice.
+2. The claimed jobs are sent to their nodes concurrently, on long-lived threads that keep one
+   keep-alive HTTP session per node, and without touching the database.
+3. As soon as all of one node's sends are answered, their outcomes are written in one statement:
+   accepted jobs become ``pending``; refused ones are queued again for another node; unanswered
+   ones stay ``dispatching`` for the poller, which asks the node and re-queues a job it never got
+   once ``CRAWLFLEET_DISPATCH_GRACE`` has passed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import os
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings as django_settings
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -23,10 +38,16 @@ from controlplane.deploys.models import NodeDeployment
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scrapyd import ScrapydError
+from controlplane.scrapyd import ScrapydClient, ScrapydError
 
 logger = logging.getLogger(__name__)
-SEND_WORKERS = 16
+
+# Concurrent schedule.json calls across the fleet.
+SEND_WORKERS = int(os.environ.get("CRAWLFLEET_DISPATCH_WORKERS", "16"))
+# Jobs read per query while planning; planning goes on until the fleet is full or `limit` is hit.
+PLAN_CHUNK = 500
+# A refused job waits this long before it is offered to a node again.
+REFUSAL_DELAY = timedelta(seconds=5)
 
 
 @dataclass
@@ -36,7 +57,31 @@ class Placement:
     report_token: str
 
 
+@dataclass
+class SendResult:
+    """What a node answered to one schedule.json (``accepted``, ``refused`` or ``unconfirmed``)."""
+
+    placement: Placement
+    outcome: str
+    at: datetime
+    error: str = ""
+
+
+@dataclass
+class _Fleet:
+    """The schedulable nodes and what planning needs to know about them."""
+
+    nodes: list[Node]
+    loads: Counter[int]
+    deployed: set[tuple[int, int]]
+    free: int = 0
+    selected_nodes: dict[int, set[int]] = field(default_factory=dict)
+    # Nodes already running a shard of a fan-out run: its other shards go elsewhere if possible.
+    run_nodes: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
+
+
 def node_loads(nodes: list[Node]) -> Counter[int]:
+    """Jobs dispatching, pending or running on each node, from the database."""
     rows = (
         Job.objects.filter(state__in=Job.ON_NODE, node__in=nodes)
         .values("node")
@@ -53,14 +98,24 @@ def _deployed_versions(nodes: list[Node]) -> set[tuple[int, int]]:
     )
 
 
-def _eligible(job: Job, nodes: list[Node], deployed: set[tuple[int, int]]) -> list[Node]:
+def _eligible(job: Job, fleet: _Fleet) -> list[Node]:
+    """Nodes the job's selector allows that have its version; previous nodes only as a last resort."""
     task = job.run.task
+    nodes = fleet.nodes
     if task is not None:
-        selected = {n.pk for n in task.selector_nodes.all()} if task.selector == "nodes" else set()
+        selected = fleet.selected_nodes.get(task.pk, set())
         nodes = [n for n in nodes if n.matches(task.selector, task.selector_tags, selected)]
-    nodes = [n for n in nodes if (n.pk, job.version_id) in deployed]
-    fresh = [n for n in nodes if n.pk not in (job.avoid_nodes or [])]
-    return fresh or nodes
+    nodes = [n for n in nodes if (n.pk, job.version_id) in fleet.deployed]
+    avoid = set(job.avoid_nodes or [])
+    fresh = [n for n in nodes if n.pk not in avoid]
+    siblings = fleet.run_nodes.get(job.run_id) if job.run.crawl_id else None
+    if siblings:
+        spread = [n for n in fresh if n.pk not in siblings]
+        if any(fleet.loads[n.pk] < n.capacity for n in spread):
+            return spread
+    if any(fleet.loads[n.pk] < n.capacity for n in fresh):
+        return fresh
+    return nodes
 
 
 def pick_node(candidates: list[Node], loads: Counter[int]) -> Node | None:
@@ -71,46 +126,148 @@ def pick_node(candidates: list[Node], loads: Counter[int]) -> Node | None:
     return min(free, key=lambda n: ((loads[n.pk] + 1) / (n.capacity * n.weight), n.name))
 
 
-def _waiting_for_previous_run(job: Job) -> bool:
-    task = job.run.task
-    if task is None or task.overlap != Task.Overlap.QUEUE:
-        return False
-    return TaskRun.objects.filter(
-        task=task, state=TaskRun.State.ACTIVE, scheduled_for__lt=job.run.scheduled_for
-    ).exists()
+def _selected_nodes(tasks: Iterable[Task]) -> dict[int, set[int]]:
+    """task id -> node ids, for tasks that name their nodes (one query)."""
+    ids = {t.pk for t in tasks if t.selector == Task.Selector.NODES}
+    if not ids:
+        return {}
+    through = Task.selector_nodes.through
+    selected: dict[int, set[int]] = defaultdict(set)
+    for task_id, node_id in through.objects.filter(task_id__in=ids).values_list(
+        "task_id", "node_id"
+    ):
+        selected[task_id].add(node_id)
+    return selected
+
+
+def _first_active_runs(tasks: Iterable[Task]) -> dict[int, tuple[datetime, int]]:
+    """task id -> (scheduled_for, pk) of its oldest active run, for overlap=queue tasks."""
+    ids = {t.pk for t in tasks if t.overlap == Task.Overlap.QUEUE}
+    if not ids:
+        return {}
+    first: dict[int, tuple[datetime, int]] = {}
+    rows = (
+        TaskRun.objects.filter(task_id__in=ids, state=TaskRun.State.ACTIVE)
+        .order_by("scheduled_for", "pk")
+        .values_list("task_id", "scheduled_for", "pk")
+    )
+    for task_id, scheduled_for, pk in rows:
+        first.setdefault(task_id, (scheduled_for, pk))
+    return first
+
+
+def _fanout_nodes(jobs: Iterable[Job]) -> dict[int, set[int]]:
+    """run id -> nodes its shards are on, for fan-out runs (one query)."""
+    ids = {job.run_id for job in jobs if job.run.crawl_id}
+    placed: dict[int, set[int]] = defaultdict(set)
+    if ids:
+        rows = Job.objects.filter(run_id__in=ids, state__in=Job.ON_NODE).values_list(
+            "run_id", "node_id"
+        )
+        for run_id, node_id in rows:
+            placed[run_id].add(node_id)
+    return placed
+
+
+def log_url(node: Node, job: Job) -> str:
+    return f"{node.url.rstrip('/')}/logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log"
+
+
+def _fleet() -> _Fleet | None:
+    nodes = list(
+        Node.objects.filter(enabled=True, state__in=[Node.State.UP, Node.State.DEGRADED]).order_by(
+            "pk"
+        )
+    )
+    if not nodes:
+        return None
+    if connection.features.has_select_for_update:
+        # Planners of all replicas queue up here (PostgreSQL), so a free slot is filled once.
+        list(Node.objects.select_for_update().filter(pk__in=[n.pk for n in nodes]).order_by("pk"))
+    loads = node_loads(nodes)
+    free = sum(max(0, n.capacity - loads[n.pk]) for n in nodes)
+    return _Fleet(nodes, loads, _deployed_versions(nodes), free)
+
+
+def _due_jobs(now: datetime, after: tuple[datetime, int] | None, count: int) -> list[Job]:
+    due = (
+        Job.objects.filter(state=Job.State.QUEUED, cancel_requested=False)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .select_related("run__task", "project", "version")
+        .order_by("created_at", "pk")
+    )
+    if after is not None:
+        created_at, pk = after
+        due = due.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
+    if connection.features.has_select_for_update_skip_locked:
+        # Rows another transaction is changing (a cancel, another planner) are left for later.
+        due = due.select_for_update(skip_locked=True, of=("self",))
+    return list(due[:count])
+
+
+def _claim(placements: list[Placement]) -> list[Placement]:
+    """Write the claims in one statement, conditional on the jobs still being queued."""
+    if not placements:
+        return []
+    jobs = [p.job for p in placements]
+    fields = ["state", "node", "dispatched_at", "log_url", "report_token_hash", "updated_at"]
+    updated = Job.objects.filter(state=Job.State.QUEUED).bulk_update(jobs, fields, batch_size=500)
+    if updated == len(placements):
+        return placements
+    # Someone changed some of these rows meanwhile: keep only the claims that are ours.
+    ours = set(
+        Job.objects.filter(
+            pk__in=[j.pk for j in jobs],
+            state=Job.State.DISPATCHING,
+            report_token_hash__in=[j.report_token_hash for j in jobs],
+        ).values_list("pk", flat=True)
+    )
+    return [p for p in placements if p.job.pk in ours]
 
 
 def plan(limit: int = 1000) -> list[Placement]:
     """Claim up to ``limit`` due queued jobs and assign each a node (in one write transaction)."""
-    nodes = list(Node.objects.filter(enabled=True, state__in=[Node.State.UP, Node.State.DEGRADED]))
-    if not nodes:
-        return []
     now = timezone.now()
     placements: list[Placement] = []
     with transaction.atomic():
-        # On PostgreSQL, lock the node rows so replicas plan one after another; SQLite
-        # transactions here already start with the write lock (transaction_mode=IMMEDIATE).
-        list(Node.objects.select_for_update().filter(pk__in=[n.pk for n in nodes]))
-        loads = node_loads(nodes)
-        deployed = _deployed_versions(nodes)
-        due = (
-            Job.objects.filter(state=Job.State.QUEUED)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .select_related("run__task", "project", "version")
-            .order_by("created_at", "pk")[:limit]
-        )
-        for job in due:
-            if job.cancel_requested or _waiting_for_previous_run(job):
-                continue
-            node = pick_node(_eligible(job, nodes, deployed), loads)
-            if node is None:
-                continue
-            if job.transition(
-                [Job.State.QUEUED], Job.State.DISPATCHING, node=node, dispatched_at=now
-            ):
-                loads[node.pk] += 1
-                placements.append(Placement(job, node))
-    return placements
+        fleet = _fleet()
+        if fleet is None or fleet.free <= 0:
+            return []
+        after: tuple[datetime, int] | None = None
+        while fleet.free > 0 and len(placements) < limit:
+            batch = _due_jobs(now, after, PLAN_CHUNK)
+            if not batch:
+                break
+            after = (batch[-1].created_at, batch[-1].pk)
+            tasks = {job.run.task.pk: job.run.task for job in batch if job.run.task is not None}
+            fleet.selected_nodes.update(_selected_nodes(tasks.values()))
+            first_active = _first_active_runs(tasks.values())
+            for run_id, node_ids in _fanout_nodes(batch).items():
+                fleet.run_nodes[run_id] |= node_ids
+            for job in batch:
+                task = job.run.task
+                first = first_active.get(task.pk) if task is not None else None
+                if first is not None and (job.run.scheduled_for, job.run.pk) > first:
+                    continue  # overlap=queue: an earlier run of this task is still going
+                node = pick_node(_eligible(job, fleet), fleet.loads)
+                if node is None:
+                    continue
+                token = job.issue_report_token()
+                job.state = Job.State.DISPATCHING
+                job.node = node
+                job.dispatched_at = now
+                job.log_url = log_url(node, job)
+                job.updated_at = now
+                fleet.loads[node.pk] += 1
+                fleet.free -= 1
+                if job.run.crawl_id:
+                    fleet.run_nodes[job.run_id].add(node.pk)
+                placements.append(Placement(job, node, token))
+                if fleet.free <= 0 or len(placements) >= limit:
+                    break
+            if len(batch) < PLAN_CHUNK:
+                break
+        return _claim(placements)
 
 
 def report_settings(job: Job, token: str) -> dict[str, str]:
@@ -123,15 +280,40 @@ def report_settings(job: Job, token: str) -> dict[str, str]:
     }
 
 
-def send(placement: Placement) -> bool:
-    """schedule.json on the node; True when the node accepted the job."""
+# --- sending ------------------------------------------------------------------------------------
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _send_pool() -> ThreadPoolExecutor:
+    """Long-lived sender threads, so their keep-alive connections to the nodes are reused."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=SEND_WORKERS, thread_name_prefix="dispatch")
+        return _pool
+
+
+def _client(node: Node) -> ScrapydClient:
+    """This thread's client (and HTTP session) for ``node``."""
+    clients: dict[tuple[str, str, str], ScrapydClient] = _local.__dict__.setdefault("clients", {})
+    key = (node.url, node.username, node.password)
+    client = clients.get(key)
+    if client is None:
+        client = clients[key] = node.client()
+    return client
+
+
+def send(placement: Placement) -> SendResult:
+    """schedule.json on the placement's node; no database access (runs on sender threads)."""
     job, node = placement.job, placement.node
     job_settings = {**job.settings, **report_settings(job, placement.report_token)}
     args = dict(job.args)
     if job.run.crawl_id and "crawl_id" not in args:
         args["crawl_id"] = job.run.crawl_id
     try:
-        node.client().schedule(
+        _client(node).schedule(
             job.project.name,
             job.spider,
             version=job.version.version,
@@ -140,42 +322,70 @@ def send(placement: Placement) -> bool:
             args=args,
         )
     except ScrapydError as exc:
-        if exc.unreachable:
+        outcome = "unconfirmed" if exc.unreachable else "refused"
+        return SendResult(placement, outcome, timezone.now(), str(exc))
+    return SendResult(placement, "accepted", timezone.now())
+
+
+def record(results: list[SendResult]) -> None:
+    """Write the outcome of sends: accepted in one statement, refusals one by one (rare)."""
+    accepted = []
+    for result in results:
+        job, node = result.placement.job, result.placement.node
+        if result.outcome == "accepted":
+            job.state, job.dispatched_at, job.updated_at = Job.State.PENDING, result.at, result.at
+            accepted.append(job)
+        elif result.outcome == "refused":
+            logger.warning("node %s refused job %s: %s", node.name, job.pk, result.error)
+            job.transition(
+                [Job.State.DISPATCHING],
+                Job.State.QUEUED,
+                node=None,
+                dispatched_at=None,
+                log_url="",
+                not_before=result.at + REFUSAL_DELAY,
+                reason=f"refused by {node.name}: {result.error}"[:2000],
+                avoid_nodes=sorted({*(job.avoid_nodes or []), node.pk}),
+            )
+        else:
             # The node may or may not have queued it; the poller reconciles by job id.
-            logger.warning("dispatch of job %s to %s is unconfirmed: %s", job.pk, node.name, exc)
-            return False
-        logger.warning("node %s refused job %s: %s", node.name, job.pk, exc)
-        job.transition(
-            [Job.State.DISPATCHING],
-            Job.State.QUEUED,
-            node=None,
-            reason=f"refused by {node.name}: {exc}"[:2000],
-            avoid_nodes=sorted({*job.avoid_nodes, node.pk}),
+            logger.warning(
+                "dispatch of job %s to %s is unconfirmed: %s", job.pk, node.name, result.error
+            )
+    if accepted:
+        # The poller may have seen the job on its node first and moved it on: only DISPATCHING.
+        Job.objects.filter(state=Job.State.DISPATCHING).bulk_update(
+            accepted, ["state", "dispatched_at", "updated_at"], batch_size=500
         )
-        return False
-    base = node.url.rstrip("/")
-    job.transition(
-        [Job.State.DISPATCHING],
-        Job.State.PENDING,
-        log_url=f"{base}/logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log",
-    )
-    return True
 
 
-def _send_in_thread(placement: Placement) -> bool:
-    try:
-        return send(placement)
-    finally:
-        connections.close_all()
+def send_all(placements: list[Placement]) -> int:
+    """Send concurrently; record each node's outcomes as soon as that node has answered all."""
+    if not placements:
+        return 0
+    pool = _send_pool()
+    remaining: Counter[int] = Counter(p.node.pk for p in placements)
+    answered: dict[int, list[SendResult]] = defaultdict(list)
+    futures: list[Future[SendResult]] = [pool.submit(send, p) for p in placements]
+    accepted = 0
+    for future in as_completed(futures):
+        result = future.result()
+        node_id = result.placement.node.pk
+        answered[node_id].append(result)
+        remaining[node_id] -= 1
+        if remaining[node_id] == 0:
+            results = answered.pop(node_id)
+            accepted += sum(r.outcome == "accepted" for r in results)
+            try:
+                record(results)
+            except Exception:
+                # The jobs stay dispatching; the poller finds them on the node (or not).
+                logger.exception("could not record dispatch outcomes for node %s", node_id)
+    return accepted
 
 
 def dispatch(limit: int = 1000) -> int:
     """Plan and send; returns how many jobs the nodes accepted."""
-    close_old_connections()
-    placements = plan(limit)
-    if not placements:
-        return 0
-    if len(placements) == 1:
-        return int(send(placements[0]))
-    with ThreadPoolExecutor(max_workers=min(SEND_WORKERS, len(placements))) as pool:
-        return sum(pool.map(_send_in_thread, placements))
+    if not connection.in_atomic_block:  # a caller's transaction (a test's) keeps its connection
+        close_old_connections()
+    return send_all(plan(limit))

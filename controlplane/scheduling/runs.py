@@ -1,8 +1,16 @@
-"""Turning a fire (or a manual request) into a TaskRun and its Jobs, exactly once."""
+"""Turning a fire (or a manual request) into a TaskRun and its Jobs, exactly once.
+
+The unique (task, scheduled_for) constraint on cron runs is what makes a fire happen once, however
+many schedulers race for it: the loser's insert fails and it does nothing. The scheduler records
+the fires of many tasks at once with :func:`record_fires` (one bulk insert in the common case);
+:func:`create_run` is the same rule for one fire.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -12,9 +20,21 @@ from controlplane.deploys.models import Project, Version
 from controlplane.jobs.models import Job
 from controlplane.scheduling.models import Task, TaskRun
 
+MISSED_REASON = "fire time passed more than misfire_grace ago"
+SKIPPED_REASON = "the previous run is still going (overlap policy: skip)"
+
 
 class NoVersion(Exception):
     """The project has nothing deployed to run."""
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One fire time of a task; ``missed_reason`` set means record it as missed, not run it."""
+
+    task: Task
+    scheduled_for: datetime
+    missed_reason: str = ""
 
 
 def resolve_version(project: Project, pinned: Version | None) -> Version:
@@ -49,48 +69,117 @@ def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
     ]
 
 
+def _prepare(
+    task: Task,
+    scheduled_for: datetime,
+    trigger: str,
+    *,
+    missed_reason: str,
+    previous_active: bool,
+) -> tuple[TaskRun, Version | None]:
+    """The run to insert for one fire and the version its jobs use (None: no jobs)."""
+    run = TaskRun(task=task, trigger=trigger, scheduled_for=scheduled_for)
+    now = timezone.now()
+    if missed_reason:
+        run.state, run.reason, run.finished_at = TaskRun.State.MISSED, missed_reason, now
+        return run, None
+    if task.overlap == Task.Overlap.SKIP and previous_active:
+        run.state, run.reason, run.finished_at = TaskRun.State.SKIPPED, SKIPPED_REASON, now
+        return run, None
+    try:
+        version = resolve_version(task.project, task.version)
+    except NoVersion as exc:
+        run.state, run.reason, run.finished_at = TaskRun.State.FAILED, str(exc), now
+        return run, None
+    if task.fanout > 1:
+        run.crawl_id = f"{task.name}-{uuid.uuid4().hex[:12]}"
+    return run, version
+
+
 def create_run(
     task: Task,
     scheduled_for: datetime,
     trigger: str = TaskRun.Trigger.CRON,
     *,
     missed: bool = False,
+    reason: str = "",
 ) -> TaskRun | None:
-    """Record one fire of ``task``; None if another scheduler already recorded it.
-
-    The unique (task, scheduled_for) constraint on cron runs is what makes a fire happen once,
-    however many schedulers race for it.
-    """
+    """Record one fire of ``task``; None if another scheduler already recorded it."""
     try:
         with transaction.atomic():
-            run = TaskRun(task=task, trigger=trigger, scheduled_for=scheduled_for)
-            if missed:
-                run.state = TaskRun.State.MISSED
-                run.reason = "fire time passed more than misfire_grace ago"
-                run.finished_at = timezone.now()
-                run.save()
-                return run
-            if task.overlap == Task.Overlap.SKIP and previous_run_active(task):
-                run.state = TaskRun.State.SKIPPED
-                run.reason = "the previous run is still going (overlap policy: skip)"
-                run.finished_at = timezone.now()
-                run.save()
-                return run
-            try:
-                version = resolve_version(task.project, task.version)
-            except NoVersion as exc:
-                run.state = TaskRun.State.FAILED
-                run.reason = str(exc)
-                run.finished_at = timezone.now()
-                run.save()
-                return run
-            if task.fanout > 1:
-                run.crawl_id = f"{task.name}-{uuid.uuid4().hex[:12]}"
+            run, version = _prepare(
+                task,
+                scheduled_for,
+                trigger,
+                missed_reason=(reason or MISSED_REASON) if missed else "",
+                previous_active=task.overlap == Task.Overlap.SKIP and previous_run_active(task),
+            )
             run.save()
-            Job.objects.bulk_create(_jobs_for(run, task, version))
+            if version is not None:
+                Job.objects.bulk_create(_jobs_for(run, task, version))
             return run
     except IntegrityError:
         return None
+
+
+def _tasks_with_active_runs(tasks: Iterable[Task]) -> set[int]:
+    ids = {t.pk for t in tasks if t.overlap == Task.Overlap.SKIP}
+    if not ids:
+        return set()
+    return set(
+        TaskRun.objects.filter(task_id__in=ids, state=TaskRun.State.ACTIVE).values_list(
+            "task_id", flat=True
+        )
+    )
+
+
+def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
+    """Record many cron fires at once; returns the runs this call created.
+
+    The common case is one bulk insert of runs and one of jobs. If any fire was already recorded
+    (another replica won it, or this one crashed after inserting), the batch is redone fire by
+    fire and the already-recorded ones are left alone.
+    """
+    if not fires:
+        return []
+    ordered = sorted(fires, key=lambda f: (f.task.pk, f.scheduled_for))
+    active = _tasks_with_active_runs(f.task for f in ordered)
+    prepared: list[tuple[TaskRun, Version | None, Task]] = []
+    for fire in ordered:
+        run, version = _prepare(
+            fire.task,
+            fire.scheduled_for,
+            TaskRun.Trigger.CRON,
+            missed_reason=fire.missed_reason,
+            previous_active=fire.task.pk in active,
+        )
+        if version is not None:
+            active.add(fire.task.pk)  # a later fire of a "skip" task in this batch is skipped
+        prepared.append((run, version, fire.task))
+    try:
+        with transaction.atomic():
+            runs = TaskRun.objects.bulk_create([run for run, _, _ in prepared])
+            jobs = [
+                job
+                for run, version, task in prepared
+                if version is not None
+                for job in _jobs_for(run, task, version)
+            ]
+            Job.objects.bulk_create(jobs)
+            return runs
+    except IntegrityError:
+        pass
+    created = []
+    for fire in ordered:
+        run = create_run(
+            fire.task,
+            fire.scheduled_for,
+            missed=bool(fire.missed_reason),
+            reason=fire.missed_reason,
+        )
+        if run is not None:
+            created.append(run)
+    return created
 
 
 def create_adhoc_run(

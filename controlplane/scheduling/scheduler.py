@@ -1,0 +1,422 @@
+"""The scheduler process: cron fires become TaskRuns exactly once, and queued jobs go to nodes.
+
+APScheduler holds one job per enabled task, with the task's own trigger, so the process wakes at
+the fire time itself rather than on a polling tick. APScheduler only decides *when*; what a
+wake-up does is decided from the database, so replicas and restarts agree:
+
+* Each task has a bookmark, ``fired_through``: every fire at or before it has been handled. On
+  every wake-up (and every sync, as a safety net) the fires in ``(fired_through, now]`` of each due
+  task are recorded in one transaction (:func:`~controlplane.scheduling.runs.record_fires`): the
+  unique (task, scheduled_for) constraint makes a racing replica's insert fail, so a fire is
+  recorded once. The bookmark then moves with a conditional update (``WHERE fired_through = old``).
+* A fire later than the task's ``misfire_grace`` is recorded as missed. After an outage only the
+  newest :data:`MAX_LATE_RUNS` fires within the grace run; older ones are recorded as missed, at
+  most :data:`MAX_MISSED_RECORDS` per task, so a per-second task down for a week costs nothing.
+* A sync every :data:`SYNC_INTERVAL` seconds reloads the task table (compared by ``updated_at``)
+  and adds, reschedules or removes APScheduler jobs. A task enabled again, or given a new cron or
+  timezone, starts counting from that change, not from its old bookmark.
+
+Dispatching runs on its own thread: right after runs are created, and every
+``CRAWLFLEET_SCHEDULER_TICK`` seconds for jobs still queued (retries, a full fleet, overlap). Claims
+are conditional updates, so replicas never send a job twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.utils import timezone
+
+from controlplane.jobs import dispatch as dispatcher
+from controlplane.scheduling import cron
+from controlplane.scheduling.models import Task
+from controlplane.scheduling.runs import Fire, record_fires
+
+logger = logging.getLogger(__name__)
+
+# How often the task table is reloaded, in seconds.
+SYNC_INTERVAL = float(os.environ.get("CRAWLFLEET_SCHEDULER_SYNC", "2.0"))
+# After an outage, at most this many late fires (within misfire_grace) of a task run.
+MAX_LATE_RUNS = 3
+# At most this many fires a task missed are recorded; older ones are only counted in the log.
+MAX_MISSED_RECORDS = 100
+# Jobs claimed per planning transaction.
+DISPATCH_BATCH = 500
+
+_ONE_MICRO = timedelta(microseconds=1)
+_T = TypeVar("_T")
+
+
+@dataclass
+class FirePlan:
+    """What to do with one task's fires in a window: run some, record some as missed."""
+
+    fires: list[tuple[datetime, str]]  # (fire time, missed reason or "" to run it)
+    newest: datetime | None  # the new bookmark
+
+    @property
+    def to_run(self) -> list[datetime]:
+        return [at for at, reason in self.fires if not reason]
+
+    @property
+    def missed(self) -> list[datetime]:
+        return [at for at, reason in self.fires if reason]
+
+
+def plan_fires(
+    trigger: cron.WallClockCronTrigger, start: datetime, now: datetime, grace_seconds: float
+) -> FirePlan:
+    """Fires in (start, now]: the newest few within the grace run, the rest are missed."""
+    times = cron.newest_fire_times(trigger, start, now, MAX_LATE_RUNS + MAX_MISSED_RECORDS)
+    if not times:
+        return FirePlan([], None)
+    cutoff = now - timedelta(seconds=grace_seconds)
+    late = [t for t in times if t > cutoff]
+    run = set(late[-MAX_LATE_RUNS:])
+    fires = []
+    for at in times:
+        if at in run:
+            fires.append((at, ""))
+        elif at > cutoff:
+            fires.append(
+                (at, f"superseded: after an outage only the newest {MAX_LATE_RUNS} late fires run")
+            )
+        else:
+            late_by = (now - at).total_seconds()
+            fires.append(
+                (
+                    at,
+                    f"the scheduler saw this fire {late_by:.0f}s late, more than the "
+                    f"misfire grace of {grace_seconds:g}s",
+                )
+            )
+    return FirePlan(fires, times[-1])
+
+
+@dataclass
+class TaskSchedule:
+    """What the scheduler knows of one task between syncs."""
+
+    task_id: int
+    name: str
+    cron: str
+    timezone: str
+    enabled: bool
+    updated_at: datetime
+    created_at: datetime
+    fired_through: datetime | None
+    trigger: cron.WallClockCronTrigger | None
+    # Fires at or before this were not due (the task was disabled or had another schedule).
+    floor: datetime | None = None
+    next_fire: datetime | None = None
+
+    def start(self, fired_through: datetime | None = None) -> datetime:
+        start = fired_through or self.fired_through or self.created_at
+        if self.floor is not None and self.floor > start:
+            start = self.floor
+        return start
+
+    def refresh_next_fire(self) -> None:
+        if not self.enabled or self.trigger is None:
+            self.next_fire = None
+            return
+        self.next_fire = self.trigger.next_at_or_after(self.start().astimezone(UTC) + _ONE_MICRO)
+
+    def schedule_changed(self, other: TaskSchedule) -> bool:
+        return (self.cron, self.timezone, self.enabled) != (
+            other.cron,
+            other.timezone,
+            other.enabled,
+        )
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+class Scheduler:
+    """One scheduler replica. ``run()`` blocks until ``stop()`` (called by a signal handler)."""
+
+    def __init__(
+        self,
+        *,
+        tick: float | None = None,
+        sync_interval: float = SYNC_INTERVAL,
+        dispatch_jobs: bool = True,
+        name: str = "",
+    ) -> None:
+        self.tick = tick if tick is not None else settings.CRAWLFLEET_SCHEDULER_TICK
+        self.sync_interval = sync_interval
+        self.dispatch_jobs = dispatch_jobs
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.schedules: dict[int, TaskSchedule] = {}
+        self.counters: Counter[str] = Counter()
+        self._aps = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": APSThreadPool(4)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._wake = threading.Event()
+        self._sync_due = threading.Event()
+        self._dispatch_due = threading.Event()
+        self._stopping = threading.Event()
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="dispatcher", daemon=True
+        )
+        self._failures: Counter[str] = Counter()
+        self._invalid_logged: dict[int, str] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def run(self) -> None:
+        logger.info(
+            "scheduler %s starting (tick %.2fs, sync %.2fs)",
+            self.name,
+            self.tick,
+            self.sync_interval,
+        )
+        self._aps.start()
+        self._aps.add_job(
+            self._request_sync, IntervalTrigger(seconds=self.sync_interval), id="sync"
+        )
+        if self.dispatch_jobs:
+            self._dispatcher.start()
+        self._sync_due.set()
+        try:
+            while not self._stopping.is_set():
+                if self._sync_due.is_set():
+                    self._sync_due.clear()
+                    self._guarded("sync", self.sync)
+                self._guarded("fire", self.fire_due)
+                self._wake.wait(timeout=self.sync_interval)
+                self._wake.clear()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the loops to end; safe to call from a signal handler."""
+        self._stopping.set()
+        self._wake.set()
+        self._dispatch_due.set()
+
+    def _shutdown(self) -> None:
+        self._aps.shutdown(wait=False)
+        if self._dispatcher.is_alive():
+            # A dispatch in progress finishes: its sends are bounded by the node timeout.
+            self._dispatcher.join(timeout=settings.CRAWLFLEET_NODE_TIMEOUT * 2 + 5)
+        connections.close_all()
+        logger.info("scheduler %s stopped: %s", self.name, dict(self.counters))
+
+    # --- APScheduler callbacks: they only wake the worker threads -----------------------------
+    def _on_fire(self, task_id: int) -> None:
+        self._wake.set()
+
+    def _request_sync(self) -> None:
+        self._sync_due.set()
+        self._wake.set()
+
+    def _guarded(self, what: str, work: Callable[[], _T]) -> _T | None:
+        """Run one unit of work; a database error is logged and retried later, never fatal."""
+        close_old_connections()
+        try:
+            result = work()
+        except DatabaseError as exc:
+            self._failures[what] += 1
+            failures = self._failures[what]
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy:
+                # The connection may be broken (a restarted PostgreSQL): reconnect next time.
+                connections.close_all()
+            delay = min(5.0, 0.1 * 2 ** min(failures, 6)) if busy else min(10.0, 2.0**failures)
+            log = logger.info if busy and failures < 5 else logger.warning
+            log("%s failed (%s, attempt %d); retrying in %.1fs", what, exc, failures, delay)
+            if what == "fire":
+                self._sync_due.set()  # the database may have changed meanwhile
+            self._stopping.wait(delay)
+            self._wake.set()
+            return None
+        except Exception:
+            logger.exception("%s failed; carrying on", what)
+            self._stopping.wait(1.0)
+            return None
+        self._failures[what] = 0
+        return result
+
+    # --- the task table --------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Reload the task table: new, changed and removed tasks; fresher bookmarks."""
+        rows = Task.objects.values_list(
+            "pk", "name", "cron", "timezone", "enabled", "updated_at", "created_at", "fired_through"
+        )
+        seen: set[int] = set()
+        for pk, name, expression, tz, enabled, updated_at, created_at, fired_through in rows:
+            seen.add(pk)
+            known = self.schedules.get(pk)
+            if known is not None and known.updated_at == updated_at:
+                known.fired_through = _later(known.fired_through, fired_through)
+                known.refresh_next_fire()
+                continue
+            schedule = TaskSchedule(
+                pk, name, expression, tz, enabled, updated_at, created_at, fired_through, None
+            )
+            schedule.trigger = self._trigger(schedule)
+            if known is not None:
+                schedule.fired_through = _later(known.fired_through, fired_through)
+                schedule.floor = known.floor
+                if enabled and known.schedule_changed(schedule):
+                    # Enabled again or rescheduled: fires before the change are not owed.
+                    schedule.floor = _later(known.floor, updated_at)
+            schedule.refresh_next_fire()
+            self.schedules[pk] = schedule
+            if known is None or known.schedule_changed(schedule) or known.trigger is None:
+                self._reschedule(schedule)
+        for pk in set(self.schedules) - seen:
+            del self.schedules[pk]
+            self._unschedule(pk)
+
+    def _trigger(self, schedule: TaskSchedule) -> cron.WallClockCronTrigger | None:
+        try:
+            trigger = cron.parse(schedule.cron, schedule.timezone)
+        except ValidationError as exc:
+            message = "; ".join(exc.messages)
+            if self._invalid_logged.get(schedule.task_id) != message:
+                logger.error("task %s is not scheduled: %s", schedule.name, message)
+                self._invalid_logged[schedule.task_id] = message
+            return None
+        self._invalid_logged.pop(schedule.task_id, None)
+        return trigger
+
+    def _reschedule(self, schedule: TaskSchedule) -> None:
+        job_id = f"task-{schedule.task_id}"
+        if not schedule.enabled or schedule.trigger is None:
+            self._unschedule(schedule.task_id)
+            return
+        self._aps.add_job(
+            self._on_fire,
+            trigger=schedule.trigger,
+            args=[schedule.task_id],
+            id=job_id,
+            name=schedule.name,
+            replace_existing=True,
+        )
+
+    def _unschedule(self, task_id: int) -> None:
+        with contextlib.suppress(JobLookupError):
+            self._aps.remove_job(f"task-{task_id}")
+
+    # --- fires -----------------------------------------------------------------------------------
+    def fire_due(self, now: datetime | None = None) -> int:
+        """Record the due fires of every task; returns how many runs were created."""
+        now = now or timezone.now()
+        due = [s for s in self.schedules.values() if s.next_fire is not None and s.next_fire <= now]
+        if not due:
+            return 0
+        started = time.monotonic()
+        created, plans = self._record(sorted(s.task_id for s in due), now)
+        for schedule in due:
+            schedule.refresh_next_fire()
+        if created:
+            self._dispatch_due.set()
+        runs = sum(len(p.to_run) for p in plans)
+        missed = sum(len(p.missed) for p in plans)
+        self.counters["runs"] += len(created)
+        self.counters["missed"] += missed
+        if created or missed:
+            logger.info(
+                "fired %d task(s): %d run(s) created, %d fire(s) missed (%.0f ms)",
+                len(plans),
+                len(created),
+                missed,
+                (time.monotonic() - started) * 1000,
+            )
+        elif runs:
+            logger.debug("%d fire(s) already recorded by another scheduler", runs)
+        return len(created)
+
+    def _record(self, task_ids: list[int], now: datetime) -> tuple[list[Any], list[FirePlan]]:
+        plans: list[FirePlan] = []
+        advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
+        with transaction.atomic():
+            tasks = (
+                Task.objects.filter(pk__in=task_ids, enabled=True)
+                .select_related("project__current_version", "version")
+                .defer("project__current_version__egg", "version__egg")
+                .order_by("pk")
+            )
+            fires: list[Fire] = []
+            for task in tasks:
+                schedule = self.schedules[task.pk]
+                schedule.fired_through = _later(schedule.fired_through, task.fired_through)
+                trigger = schedule.trigger
+                if (task.cron, task.timezone) != (schedule.cron, schedule.timezone):
+                    continue  # changed since the last sync, which will pick it up
+                if trigger is None:
+                    continue
+                plan = plan_fires(
+                    trigger, schedule.start(task.fired_through), now, task.misfire_grace
+                )
+                if plan.newest is None:
+                    continue
+                plans.append(plan)
+                fires += [Fire(task, at, reason) for at, reason in plan.fires]
+                advances[(task.fired_through, plan.newest)].append(task.pk)
+                schedule.fired_through = plan.newest
+            created = record_fires(fires)
+            for (old, new), ids in advances.items():
+                bookmark = Task.objects.filter(pk__in=ids)
+                bookmark = (
+                    bookmark.filter(fired_through__isnull=True)
+                    if old is None
+                    else bookmark.filter(fired_through=old)
+                )
+                bookmark.update(fired_through=new)
+        return created, plans
+
+    # --- dispatch --------------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._dispatch_due.wait(timeout=self.tick)
+            self._dispatch_due.clear()
+            if self._stopping.is_set():
+                break
+            self._guarded("dispatch", self.dispatch_all)
+        connections.close_all()
+
+    def dispatch_all(self) -> int:
+        """Dispatch until nothing more can be placed; returns how many jobs nodes accepted."""
+        accepted = 0
+        while not self._stopping.is_set():
+            placements = dispatcher.plan(DISPATCH_BATCH)
+            if not placements:
+                break
+            started = time.monotonic()
+            sent = dispatcher.send_all(placements)
+            accepted += sent
+            logger.info(
+                "dispatched %d job(s), %d accepted (%.0f ms)",
+                len(placements),
+                sent,
+                (time.monotonic() - started) * 1000,
+            )
+            if len(placements) < DISPATCH_BATCH:
+                break
+        self.counters["dispatched"] += accepted
+        return accepted
