@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Router, Status
 
@@ -57,7 +58,7 @@ def job_out(job: Job, detail: bool = False) -> dict[str, Any]:
     return body
 
 
-def _jobs():
+def _jobs() -> QuerySet[Job]:
     return Job.objects.select_related("run__task", "project", "version", "node")
 
 

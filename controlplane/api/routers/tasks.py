@@ -148,7 +148,9 @@ def _apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
 
 
 @router.get("", response=list[TaskOut], auth=VIEWER)
-def list_tasks(request: HttpRequest, project: str | None = None, enabled: bool | None = None):
+def list_tasks(
+    request: HttpRequest, project: str | None = None, enabled: bool | None = None
+) -> list[dict[str, Any]]:
     tasks = Task.objects.select_related("project", "version").prefetch_related("selector_nodes")
     if project:
         tasks = tasks.filter(project__name=project)
