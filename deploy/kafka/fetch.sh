@@ -57,7 +57,7 @@ if ! mvn --batch-mode --no-transfer-progress -Dstyle.color=never -f "$pom" \
     exit 1
 fi
 
-if ! ls "$scratch"/kafka_2.13-"$version".jar >/dev/null 2>&1; then
+if [ ! -f "$scratch/kafka_2.13-$version.jar" ]; then
     echo "fetch.sh: Maven finished but kafka_2.13-$version.jar is missing from $scratch" >&2
     exit 1
 fi
@@ -66,4 +66,4 @@ rm -rf "$dest/libs" "$marker"
 mv "$scratch" "$dest/libs"
 trap - EXIT
 printf '%s\n' "$want" >"$marker"
-echo "Kafka $version: $(ls "$dest/libs" | wc -l) jars in $dest/libs"
+echo "Kafka $version: $(find "$dest/libs" -name '*.jar' | wc -l) jars in $dest/libs"
