@@ -3,7 +3,8 @@
 One platform with two real Scrapyd nodes comes up in a temporary data dir. The test logs into the
 admin with the printed login, checks through the REST API that the nodes registered, the egg was
 deployed and the example task exists, then runs the books spider with the CI smoke script
-(deploy/ci/smoke-run.sh) and stops the platform with Ctrl-C. No process of that platform may be
+(deploy/ci/smoke-run.sh), kills a service to see it restarted, and stops the platform with
+Ctrl-C. No process of that platform may be
 left behind. A second ``up`` on the same data dir reuses the login and the deployed egg and stops
 on SIGTERM.
 """
@@ -212,6 +213,22 @@ def test_up_brings_the_platform_up_runs_a_crawl_and_stops_cleanly(tmp_path: Path
     )
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr + up.output
     assert re.search(r"OK: run \d+ succeeded with 200 items", smoke.stdout), smoke.stdout
+
+    # A crashed service is reported and restarted.
+    pollers = [pid for pid, cmd in descendants(up.proc.pid).items() if "crawlfleet poller" in cmd]
+    assert len(pollers) == 1, descendants(up.proc.pid)
+    os.kill(pollers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    restarted: list[int] = []
+    while time.monotonic() < deadline and not restarted:
+        time.sleep(0.2)
+        restarted = [
+            pid
+            for pid, cmd in descendants(up.proc.pid).items()
+            if "crawlfleet poller" in cmd and pid != pollers[0]
+        ]
+    assert restarted, up.output
+    assert "poller exited with status -9; restarting it" in up.output
 
     assert up.stop(signal.SIGINT) == 0
     assert processes_mentioning(str(data)) == []
