@@ -214,6 +214,11 @@ def test_up_brings_the_platform_up_runs_a_crawl_and_stops_cleanly(tmp_path: Path
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr + up.output
     assert re.search(r"OK: run \d+ succeeded with 200 items", smoke.stdout), smoke.stdout
 
+    # A second platform on the same data dir is refused while this one runs.
+    rival = start_up(*args)
+    assert rival.proc.wait(timeout=30) == 1
+    assert "another `crawlfleet up` is running on" in rival.output
+
     # A crashed service is reported and restarted.
     pollers = [pid for pid, cmd in descendants(up.proc.pid).items() if "crawlfleet poller" in cmd]
     assert len(pollers) == 1, descendants(up.proc.pid)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from controlplane.procutil import ManagedProcess, ProcessFailed, free_port, port_open
 
@@ -165,6 +167,7 @@ class Platform:
         self.login = ""
         self.deploy_note = ""
         self.task_note = ""
+        self.lock: IO[str] | None = None
 
     # --- preparation ---------------------------------------------------------------------
     def configure_environment(self) -> None:
@@ -174,6 +177,13 @@ class Platform:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        # One platform per data dir: two would share nodes' directories and the database.
+        # The descriptor is not inherited, so the lock ends with this process.
+        self.lock = (self.data_dir / "up.lock").open("a")
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpError(f"another `crawlfleet up` is running on {self.data_dir}") from None
 
     def node_ports(self) -> list[int]:
         if self.args.node_port == 0:
