@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
 from controlplane.jobs.tracking import Poller
 from controlplane.nodes.models import Node
@@ -194,17 +193,28 @@ def _poller_lines(processes, pattern: str) -> list[str]:
     return lines
 
 
+def wait_until(check, *, timeout: float, processes=(), what: str = "condition"):
+    """Poll ``check`` while the control-plane processes keep running."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        for proc in processes:
+            assert proc.alive(), f"{proc.name} died:\n{proc.log_tail()}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout}s; jobs:\n{describe_jobs()}"
+        time.sleep(0.2)
+    return result
+
+
 def test_two_poller_replicas_never_double_retry(fleet, cp_process):
     pollers = [cp_process("poller", name=f"poller-{i}") for i in range(2)]
+    scheduler = cp_process("scheduler", name="scheduler")
     task = make_task(fleet, "callback_error", max_attempts=3)
     runs = [start_run(task) for _ in range(3)]
-    deadline = time.monotonic() + 120
-    while not all(run_closed(run)() for run in runs):
-        assert time.monotonic() < deadline, describe_jobs()
-        assert all(p.alive() for p in pollers), pollers[0].log_tail()
-        dispatcher.dispatch()
-        time.sleep(0.2)
-
+    wait_until(
+        lambda: all(run_closed(run)() for run in runs),
+        timeout=120,
+        processes=[*pollers, scheduler],
+        what="closed runs",
+    )
     for run in runs:
         chain = attempts(run)
         assert [j.attempt for j in chain] == [1, 2, 3], describe_jobs()
@@ -216,35 +226,46 @@ def test_two_poller_replicas_never_double_retry(fleet, cp_process):
     assert len(ended) == 9
     assert set(ended.values()) == {1}
     assert len(_poller_lines(pollers, r"will be retried as job")) == 6
+    for poller in pollers:  # SIGTERM: the cycle in progress ends, then the process
+        poller.stop()
+        assert poller.proc.returncode == 0, poller.log_tail()
 
 
 def test_restarted_control_plane_picks_up_where_it_was(fleet, cp_process):
     slow = start_run(make_task(fleet, "sleepy", max_attempts=2, args={"seconds": "3"}))
     failing = start_run(make_task(fleet, "callback_error", max_attempts=2))
-    poller = cp_process("poller", name="poller-before")
+    before = [cp_process("scheduler", name="scheduler-1"), cp_process("poller", name="poller-1")]
     jobs = [slow.jobs.get(), failing.jobs.get()]
-    deadline = time.monotonic() + 40
-    while not all(job_state(job, Job.State.RUNNING, *Job.FINAL)() for job in jobs):
-        assert time.monotonic() < deadline, describe_jobs()
-        dispatcher.dispatch()
-        time.sleep(0.2)
-    poller.stop()  # SIGTERM: the cycle in progress finishes, then the process leaves
-    assert poller.proc.returncode == 0, poller.log_tail()
+    wait_until(
+        lambda: all(job_state(job, Job.State.RUNNING, *Job.FINAL)() for job in jobs),
+        timeout=40,
+        processes=before,
+        what="running jobs",
+    )
+    for proc in before:  # a crash: no chance to finish anything
+        proc.signal_group(signal.SIGKILL)
+        proc.proc.wait(timeout=10)
 
-    # While no poller runs, the sleepy crawl ends on its node: nothing in the database moves.
+    # While the control plane is down, both crawls end on their nodes and a run is requested.
     for job in jobs:
         fleet.process(job.node_id).finished_job(job.scrapyd_job_id, timeout=30)
     slow_job = slow.jobs.get()
     assert slow_job.state == Job.State.RUNNING
+    later = start_run(make_task(fleet, "ok"))
 
-    restarted = cp_process("poller", name="poller-after")
-    deadline = time.monotonic() + 60
-    while not (run_closed(slow)() and run_closed(failing)()):
-        assert time.monotonic() < deadline, describe_jobs() + restarted.log_tail()
-        dispatcher.dispatch()
-        time.sleep(0.2)
+    after = [cp_process("scheduler", name="scheduler-2"), cp_process("poller", name="poller-2")]
+    runs = [slow, failing, later]
+    wait_until(
+        lambda: all(run_closed(run)() for run in runs),
+        timeout=60,
+        processes=after,
+        what="closed runs",
+    )
     slow_job.refresh_from_db()
     assert slow_job.state == Job.State.SUCCEEDED
     assert slow.state == TaskRun.State.SUCCEEDED
-    assert [j.state for j in attempts(failing)] == [Job.State.FAILED, Job.State.FAILED]
+    first, second = attempts(failing)
+    assert first.state == second.state == Job.State.FAILED
+    assert second.node_id != first.node_id
     assert failing.state == TaskRun.State.FAILED
+    assert later.state == TaskRun.State.SUCCEEDED
