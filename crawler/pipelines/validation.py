@@ -8,6 +8,7 @@ logged, and counted in ``crawlfleet/items_invalid`` so the control plane can see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import types
 import typing
@@ -46,22 +47,39 @@ def _coerce(name: str, value: Any, target: type) -> Any:
     return value
 
 
-def clean_dataclass(item: Any) -> Any:
-    """Coerce and check a dataclass item in place; raise InvalidItem naming the first problem."""
-    hints = typing.get_type_hints(type(item))
-    for field in dataclasses.fields(item):
-        value = getattr(item, field.name)
+@dataclasses.dataclass(frozen=True)
+class _FieldRule:
+    name: str
+    target: type
+    optional: bool
+    required: bool
+
+
+@functools.cache
+def _rules_for(cls: type) -> tuple[_FieldRule, ...]:
+    """Per item class, computed once: resolving type hints per item is the expensive part."""
+    hints = typing.get_type_hints(cls)
+    rules = []
+    for field in dataclasses.fields(cls):
         target, optional = _target_types(hints.get(field.name, object))
         required = (
             field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         )
+        rules.append(_FieldRule(field.name, target, optional, required))
+    return tuple(rules)
+
+
+def clean_dataclass(item: Any) -> Any:
+    """Coerce and check a dataclass item in place; raise InvalidItem naming the first problem."""
+    for rule in _rules_for(type(item)):
+        value = getattr(item, rule.name)
         if value is None or value == "":
-            if required:
-                raise InvalidItem(f"required field {field.name!r} is empty")
-            if optional:
-                setattr(item, field.name, None)
+            if rule.required:
+                raise InvalidItem(f"required field {rule.name!r} is empty")
+            if rule.optional:
+                setattr(item, rule.name, None)
             continue
-        setattr(item, field.name, _coerce(field.name, value, target))
+        setattr(item, rule.name, _coerce(rule.name, value, rule.target))
     return item
 
 
