@@ -168,6 +168,7 @@ class Platform:
         self.deploy_note = ""
         self.task_note = ""
         self.lock: IO[str] | None = None
+        self.ports: list[int] = []
 
     # --- preparation ---------------------------------------------------------------------
     def configure_environment(self) -> None:
@@ -259,10 +260,14 @@ class Platform:
         except ProcessFailed as exc:
             raise UpError(f"{child.name} did not start; see {child.log_path}\n{exc}") from None
 
+    def choose_ports(self) -> None:
+        """Pick the nodes' ports and fail early if any port is taken."""
+        self.ports = self.node_ports()
+        extra = [self.args.demo_port] if self.demo_url else []
+        self.check_ports([self.args.port, *self.ports, *extra])
+
     def start_processes(self, node_token: str) -> None:
-        node_ports = self.node_ports()
-        ports = [self.args.port, *node_ports] + ([self.args.demo_port] if self.demo_url else [])
-        self.check_ports(ports)
+        node_ports = self.ports
         if self.demo_url:
             demo = self.add(
                 "demosite",
@@ -501,6 +506,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_shutdown)
     try:
         platform.configure_environment()
+        platform.choose_ports()
         node_token, api_token = platform.prepare_database()
         platform.start_processes(node_token)
         platform.wait_for_nodes()
