@@ -135,16 +135,27 @@ class ScrapydClient:
             return None
 
     def log_tail(self, project: str, spider: str, job: str, size: int = 32768) -> str:
-        """The end of a job's log through a Range request (logs can be large)."""
-        url = urljoin(self.url, f"logs/{project}/{spider}/{job}.log")
+        """The end of a job's log (logs can be large); empty if the node has none."""
+        return self.tail(f"logs/{project}/{spider}/{job}.log", size)
+
+    def tail(self, path: str, size: int) -> str:
+        """The last ``size`` bytes of a file the node serves.
+
+        Twisted's static files answer a suffix range (``bytes=-N``) longer than the file with
+        HTTP 500, so the length is asked first and an explicit ``bytes=start-`` range requested.
+        """
+        url = urljoin(self.url, path)
         try:
-            response = self.session.get(
-                url, headers={"Range": f"bytes=-{size}"}, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise ScrapydError(f"{self.url} unreachable: {exc}", unreachable=True) from exc
-        if response.status_code == 416:  # empty file
+            head = self.session.head(url, timeout=self.timeout)
+            if head.status_code == 404:
+                return ""
+            length = int(head.headers.get("Content-Length") or 0)
+            headers = {"Range": f"bytes={length - size}-"} if length > size else {}
+            response = self.session.get(url, headers=headers, timeout=self.timeout)
+        except (requests.RequestException, ValueError) as exc:
+            raise ScrapydError(f"{url}: {exc}", unreachable=True) from exc
+        if response.status_code in (404, 416):
             return ""
         if response.status_code not in (200, 206):
-            raise ScrapydError(f"log of {job} answered HTTP {response.status_code}")
-        return response.text
+            raise ScrapydError(f"{url} answered HTTP {response.status_code}")
+        return response.content.decode("utf-8", errors="replace")

@@ -16,7 +16,6 @@ cancel, schedules the retry. See docs/FAILURES.md for the rules.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,9 +23,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
 
-import requests
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.db.models import Q
@@ -43,13 +40,11 @@ logger = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_MAX_BYTES = 1024 * 1024
-POLL_WORKERS = int(os.environ.get("CRAWLFLEET_POLL_WORKERS", "32"))
 
 
 def cancel_kill_after() -> float:
     """Seconds a job we asked to stop may take to shut down gracefully before it is killed."""
-    default = float(os.environ.get("CRAWLFLEET_CANCEL_KILL_AFTER", "60"))
-    return float(getattr(settings, "CRAWLFLEET_CANCEL_KILL_AFTER", default))
+    return settings.CRAWLFLEET_CANCEL_KILL_AFTER
 
 
 def parse_node_time(value: str | None) -> datetime | None:
@@ -120,36 +115,13 @@ class NodeSession:
         """The end of the job's log; a larger window if the stats dump started before it."""
         path = f"logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log"
         try:
-            text = fetch_tail(self.client, path, LOG_TAIL_BYTES)
+            text = self.client.tail(path, LOG_TAIL_BYTES)
             if outcome.STATS_MARKER not in text and len(text.encode()) >= LOG_TAIL_BYTES:
-                text = fetch_tail(self.client, path, LOG_TAIL_MAX_BYTES)
+                text = self.client.tail(path, LOG_TAIL_MAX_BYTES)
         except ScrapydError as exc:
             logger.info("no log for job %s on %s: %s", job.pk, self.node.name, exc)
             return ""
         return text
-
-
-def fetch_tail(client: ScrapydClient, path: str, size: int) -> str:
-    """The last ``size`` bytes of a file the node serves.
-
-    Twisted's static files answer a suffix range (``bytes=-N``) longer than the file with HTTP
-    500, so the length is asked first and an explicit ``bytes=start-`` range requested.
-    """
-    url = urljoin(client.url, path)
-    try:
-        head = client.session.head(url, timeout=client.timeout)
-        if head.status_code == 404:
-            return ""
-        length = int(head.headers.get("Content-Length") or 0)
-        headers = {"Range": f"bytes={length - size}-"} if length > size else {}
-        response = client.session.get(url, headers=headers, timeout=client.timeout)
-    except (requests.RequestException, ValueError) as exc:
-        raise ScrapydError(f"{url}: {exc}", unreachable=True) from exc
-    if response.status_code in (404, 416):
-        return ""
-    if response.status_code not in (200, 206):
-        raise ScrapydError(f"{url} answered HTTP {response.status_code}")
-    return response.content.decode("utf-8", errors="replace")
 
 
 class Tracker:
@@ -483,10 +455,12 @@ class CycleResult:
 class Poller:
     """Runs cycles: nodes concurrently, then the fleet-wide sweeps (retries, run completion)."""
 
-    def __init__(self, interval: float | None = None, workers: int = POLL_WORKERS) -> None:
+    def __init__(self, interval: float | None = None, workers: int | None = None) -> None:
         self.interval = interval or settings.CRAWLFLEET_POLL_INTERVAL
         self.tracker = Tracker()
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll")
+        self.pool = ThreadPoolExecutor(
+            max_workers=workers or settings.CRAWLFLEET_POLL_WORKERS, thread_name_prefix="poll"
+        )
         self.inflight: dict[int, tuple[str, Future[Any]]] = {}
 
     def _poll(self, node: Node) -> None:

@@ -105,6 +105,8 @@ def report(request: HttpRequest, scrapyd_job_id: str, payload: ReportIn) -> dict
         fields = _headline(stats) if stats else {}
         fields.pop("finish_reason", None)
         live.exclude(state__in=Job.FINAL).update(last_heartbeat=now, updated_at=now, **fields)
+        # An orphan of a lost job still beats: record it, so its liveness is visible.
+        live.filter(state=Job.State.LOST).update(last_heartbeat=now)
     else:
         fields = _headline(stats)
         if payload.finish_reason:
