@@ -7,6 +7,7 @@ venv="${1:-.venv}"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v chromium >/dev/null || need+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
