@@ -297,6 +297,13 @@ def test_two_scheduler_replicas_dispatch_every_fire_exactly_once(
     latency = [(j.dispatched_at - j.run.scheduled_for).total_seconds() for j in all_jobs]
     assert statistics.median(latency) < 0.5, latency
     assert max(latency) < 3.0, latency
+    # Each replica counts the runs it created and the jobs nodes accepted from it: each once.
+    counters = [
+        re.search(r"stopped: \{'runs': (\d+), 'missed': \d+, 'dispatched': (\d+)", p.log_tail())
+        for p in replicas
+    ]
+    assert sum(int(c.group(1)) for c in counters) == TaskRun.objects.count()
+    assert sum(int(c.group(2)) for c in counters) == len(all_jobs)
 
 
 @pytest.mark.slow
@@ -392,3 +399,91 @@ def test_task_changes_are_picked_up_within_seconds(cp_process):
     time.sleep(3)
     assert proc.alive()
     stop_gracefully(proc)
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------
+def _pg_worker(action: str) -> None:
+    """Run in a process of its own on the PostgreSQL database: seed tasks, or report the runs."""
+    import json
+
+    if action == "seed":
+        project = project_with_version()
+        for index in range(40):  # enough that the replicas' transactions overlap
+            new_task(project, cron="* * * * * *", name=f"pg-every-second-{index}")
+        print("RESULT {}", flush=True)
+    elif action == "report":
+        runs = TaskRun.objects.order_by("task_id", "scheduled_for")
+        rows = [[r.task_id, r.scheduled_for.isoformat(), r.state] for r in runs]
+        jobs = Job.objects.count()
+        print("RESULT " + json.dumps({"runs": rows, "jobs": jobs}), flush=True)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from controlplane.procutil import ManagedProcess
+    from tests.fixtures.common import REPO_ROOT, VENV_BIN
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "CRAWLFLEET_DATABASE_URL": postgres_url,
+        "CRAWLFLEET_DATA_DIR": str(tmp_path / "data"),
+        "CRAWLFLEET_SECRET_KEY": "test-only-not-secret",
+        "CRAWLFLEET_SCHEDULER_TICK": "0.5",
+    }
+
+    def run(argv: list[str]) -> str:
+        proc = subprocess.run(
+            argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    def worker(action: str) -> dict[str, Any]:
+        code = (
+            "from controlplane.django_setup import setup; setup(); "
+            f"from tests.test_scheduler import _pg_worker; _pg_worker({action!r})"
+        )
+        output = run([sys.executable, "-c", code])
+        line = next(x for x in output.splitlines() if x.startswith("RESULT "))
+        return json.loads(line.removeprefix("RESULT "))
+
+    run([str(VENV_BIN / "crawlfleet"), "manage", "migrate", "--verbosity", "0"])
+    worker("seed")
+    replicas = [
+        ManagedProcess(
+            f"pg-scheduler-{i}",
+            [str(VENV_BIN / "crawlfleet"), "scheduler", f"--name=pg-{i}"],
+            log_path=tmp_path / f"pg-scheduler-{i}.log",
+            env=env,
+        ).start()
+        for i in range(2)
+    ]
+    try:
+        time.sleep(10)
+        stop_gracefully(*replicas)
+    finally:
+        for proc in replicas:
+            proc.stop()
+    report = worker("report")
+    by_task: dict[int, list[datetime]] = {}
+    for task_id, scheduled_for, state in report["runs"]:
+        assert state == TaskRun.State.ACTIVE
+        by_task.setdefault(task_id, []).append(datetime.fromisoformat(scheduled_for))
+    assert len(by_task) == 40
+    for times in by_task.values():
+        assert len(times) >= 5
+        assert len(times) == len(set(times)), "a fire was recorded twice"
+        assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(times)), times
+    assert report["jobs"] == len(report["runs"])
+    # Each replica counts the runs it created: together, each run once.
+    created = [
+        int(re.search(r"stopped: \{'runs': (\d+)", proc.log_tail()).group(1)) for proc in replicas
+    ]
+    assert sum(created) == len(report["runs"]), created

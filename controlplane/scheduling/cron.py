@@ -18,6 +18,7 @@ would hang its own scheduler loop. Clock changes are handled here, the way cron 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -146,6 +147,34 @@ def _build(values: dict[str, str], expression: str) -> CronTrigger:
         raise ValidationError(f"cron expression {expression!r}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _clock_changes(tz: ZoneInfo, year: int) -> tuple[datetime, ...]:
+    """The instants (UTC) in ``year`` at which ``tz``'s UTC offset changes, computed once."""
+
+    def offset(instant: datetime) -> timedelta | None:
+        return instant.astimezone(tz).utcoffset()
+
+    changes = []
+    low = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    current = offset(low)
+    while low < end:
+        high = min(low + _ONE_DAY, end)
+        if offset(high) != current:
+            # Offsets change on whole seconds: bisect integer timestamps.
+            lo_ts, hi_ts = int(low.timestamp()), int(high.timestamp())
+            while hi_ts - lo_ts > 1:
+                middle = (lo_ts + hi_ts) // 2
+                if offset(datetime.fromtimestamp(middle, UTC)) == current:
+                    lo_ts = middle
+                else:
+                    hi_ts = middle
+            changes.append(datetime.fromtimestamp(hi_ts, UTC))
+            current = offset(high)
+        low = high
+    return tuple(changes)
+
+
 class WallClockCronTrigger(CronTrigger):
     """A CronTrigger whose fire times are always strictly increasing, also across clock changes.
 
@@ -185,22 +214,13 @@ class WallClockCronTrigger(CronTrigger):
         return instant.astimezone(self.timezone).utcoffset() or timedelta(0)
 
     def _clock_change(self, start: datetime, end: datetime) -> datetime | None:
-        """The first instant in (start, end] whose UTC offset differs from that at ``start``."""
-        offset = self._offset(start)
-        low = start
-        while low < end:
-            high = min(low + _ONE_DAY, end)
-            if self._offset(high) != offset:
-                # Offsets change on whole seconds: bisect integer timestamps.
-                lo_ts, hi_ts = int(low.timestamp()), int(high.timestamp()) + 1
-                while hi_ts - lo_ts > 1:
-                    mid = (lo_ts + hi_ts) // 2
-                    if self._offset(datetime.fromtimestamp(mid, UTC)) == offset:
-                        lo_ts = mid
-                    else:
-                        hi_ts = mid
-                return max(datetime.fromtimestamp(hi_ts, UTC), start + _ONE_MICRO)
-            low = high
+        """The first instant in (start, end] at which the zone's UTC offset changes."""
+        for year in range(start.year, end.year + 1):
+            for change in _clock_changes(self.timezone, year):
+                if start < change <= end:
+                    return change
+                if change > end:
+                    return None
         return None
 
     def _second_occurrence(self, instant: datetime) -> bool:
@@ -254,7 +274,15 @@ class WallClockCronTrigger(CronTrigger):
 
 
 def parse(expression: str, timezone: str = "UTC") -> WallClockCronTrigger:
-    """A trigger for ``expression`` in ``timezone``; ValidationError says what is wrong."""
+    """A trigger for ``expression`` in ``timezone``; ValidationError says what is wrong.
+
+    Triggers hold no state, so one is shared by every task with the same schedule.
+    """
+    return _parse(expression, timezone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(expression: str, timezone: str) -> WallClockCronTrigger:
     text = (expression or "").strip()
     macro = MACROS.get(text.lower())
     if text.startswith("@") and macro is None:

@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
 from apscheduler.jobstores.base import JobLookupError
@@ -46,7 +46,7 @@ from django.utils import timezone
 
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.scheduling import cron
-from controlplane.scheduling.models import Task
+from controlplane.scheduling.models import Task, TaskRun
 from controlplane.scheduling.runs import Fire, record_fires
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ MAX_LATE_RUNS = 3
 MAX_MISSED_RECORDS = 100
 # Jobs claimed per planning transaction.
 DISPATCH_BATCH = 500
+# Tasks whose fires are recorded per transaction: short write transactions keep other processes
+# (web, poller, other replicas) from waiting long for the SQLite write lock.
+FIRE_CHUNK = 100
+# A smaller first chunk, so the first jobs of a burst go out while the rest are being recorded.
+FIRST_FIRE_CHUNK = 25
 
 _ONE_MICRO = timedelta(microseconds=1)
 _T = TypeVar("_T")
@@ -81,10 +86,18 @@ class FirePlan:
 
 
 def plan_fires(
-    trigger: cron.WallClockCronTrigger, start: datetime, now: datetime, grace_seconds: float
+    trigger: cron.WallClockCronTrigger,
+    start: datetime,
+    now: datetime,
+    grace_seconds: float,
+    times: list[datetime] | None = None,
 ) -> FirePlan:
-    """Fires in (start, now]: the newest few within the grace run, the rest are missed."""
-    times = cron.newest_fire_times(trigger, start, now, MAX_LATE_RUNS + MAX_MISSED_RECORDS)
+    """Fires in (start, now]: the newest few within the grace run, the rest are missed.
+
+    ``times``: those fires, when the caller already knows them.
+    """
+    if times is None:
+        times = cron.newest_fire_times(trigger, start, now, MAX_LATE_RUNS + MAX_MISSED_RECORDS)
     if not times:
         return FirePlan([], None)
     cutoff = now - timedelta(seconds=grace_seconds)
@@ -126,6 +139,7 @@ class TaskSchedule:
     # Fires at or before this were not due (the task was disabled or had another schedule).
     floor: datetime | None = None
     next_fire: datetime | None = None
+    next_fire_after: datetime | None = None  # the start next_fire was computed from
 
     def start(self, fired_through: datetime | None = None) -> datetime:
         start = fired_through or self.fired_through or self.created_at
@@ -135,9 +149,13 @@ class TaskSchedule:
 
     def refresh_next_fire(self) -> None:
         if not self.enabled or self.trigger is None:
-            self.next_fire = None
+            self.next_fire = self.next_fire_after = None
             return
-        self.next_fire = self.trigger.next_at_or_after(self.start().astimezone(UTC) + _ONE_MICRO)
+        start = self.start()
+        if start == self.next_fire_after:
+            return
+        self.next_fire = self.trigger.next_at_or_after(start.astimezone(UTC) + _ONE_MICRO)
+        self.next_fire_after = start
 
     def schedule_changed(self, other: TaskSchedule) -> bool:
         return (self.cron, self.timezone, self.enabled) != (
@@ -330,11 +348,20 @@ class Scheduler:
         if not due:
             return 0
         started = time.monotonic()
-        created, plans = self._record(sorted(s.task_id for s in due), now)
+        due.sort(key=lambda s: (s.next_fire, s.task_id))
+        created: list[TaskRun] = []
+        plans: list[FirePlan] = []
+        offset, size = 0, FIRST_FIRE_CHUNK
+        while offset < len(due):
+            chunk = due[offset : offset + size]
+            offset, size = offset + size, FIRE_CHUNK
+            chunk_created, chunk_plans = self._record(sorted(s.task_id for s in chunk), now)
+            created += chunk_created
+            plans += chunk_plans
+            if chunk_created:
+                self._dispatch_due.set()
         for schedule in due:
             schedule.refresh_next_fire()
-        if created:
-            self._dispatch_due.set()
         runs = sum(len(p.to_run) for p in plans)
         missed = sum(len(p.missed) for p in plans)
         self.counters["runs"] += len(created)
@@ -351,10 +378,10 @@ class Scheduler:
             logger.debug("%d fire(s) already recorded by another scheduler", runs)
         return len(created)
 
-    def _record(self, task_ids: list[int], now: datetime) -> tuple[list[Any], list[FirePlan]]:
+    def _record(self, task_ids: list[int], now: datetime) -> tuple[list[TaskRun], list[FirePlan]]:
         plans: list[FirePlan] = []
         advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
-        with transaction.atomic():
+        with dispatcher.WRITE_LOCK, transaction.atomic():
             tasks = (
                 Task.objects.filter(pk__in=task_ids, enabled=True)
                 .select_related("project__current_version", "version")
@@ -370,15 +397,24 @@ class Scheduler:
                     continue  # changed since the last sync, which will pick it up
                 if trigger is None:
                     continue
-                plan = plan_fires(
-                    trigger, schedule.start(task.fired_through), now, task.misfire_grace
-                )
+                start = schedule.start(task.fired_through)
+                known, following = None, None
+                if start == schedule.next_fire_after and schedule.next_fire is not None:
+                    # The usual wake-up: one fire, already known; is there a second one due?
+                    following = trigger.next_at_or_after(
+                        schedule.next_fire.astimezone(UTC) + _ONE_MICRO
+                    )
+                    if following is None or following > now:
+                        known = [schedule.next_fire] if schedule.next_fire <= now else []
+                plan = plan_fires(trigger, start, now, task.misfire_grace, times=known)
                 if plan.newest is None:
                     continue
                 plans.append(plan)
                 fires += [Fire(task, at, reason) for at, reason in plan.fires]
                 advances[(task.fired_through, plan.newest)].append(task.pk)
                 schedule.fired_through = plan.newest
+                if known is not None:
+                    schedule.next_fire, schedule.next_fire_after = following, plan.newest
             created = record_fires(fires)
             for (old, new), ids in advances.items():
                 bookmark = Task.objects.filter(pk__in=ids)
@@ -404,17 +440,19 @@ class Scheduler:
         """Dispatch until nothing more can be placed; returns how many jobs nodes accepted."""
         accepted = 0
         while not self._stopping.is_set():
+            started = time.monotonic()
             placements = dispatcher.plan(DISPATCH_BATCH)
             if not placements:
                 break
-            started = time.monotonic()
+            planned = time.monotonic()
             sent = dispatcher.send_all(placements)
             accepted += sent
             logger.info(
-                "dispatched %d job(s), %d accepted (%.0f ms)",
+                "dispatched %d job(s), %d accepted (plan %.0f ms, send %.0f ms)",
                 len(placements),
                 sent,
-                (time.monotonic() - started) * 1000,
+                (planned - started) * 1000,
+                (time.monotonic() - planned) * 1000,
             )
             if len(placements) < DISPATCH_BATCH:
                 break

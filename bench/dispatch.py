@@ -1,0 +1,352 @@
+"""Fire-to-accepted latency of the control plane: many tasks due at the same moment.
+
+    .venv/bin/python bench/dispatch.py [--tasks 500] [--rounds 3] [--replicas 1] [--nodes 3]
+
+Three real ``crawlfleet node`` processes whose declared capacity fits the burst and whose Scrapyd
+polls its queue only once an hour, so no crawl starts during the measurement: the figure is the
+control plane's own cost. A real ``crawlfleet scheduler`` process (or several) works on a fresh
+SQLite database. Every task is given the same fire time a few seconds ahead; a round ends when all
+jobs are pending on a node.
+
+Reported per round: time from the scheduled fire to the TaskRun being recorded, and to Scrapyd
+answering schedule.json with the job id (``dispatched_at`` is when the node answered), as p50/p99/
+max; jobs per second over the burst; how the jobs spread over the nodes against their share of
+capacity x weight; and the checks: every task fired once, nothing missed, every job is on exactly
+the node the database names, no node holds a job twice. Target: p99 under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+VENV_BIN = Path(sys.executable).parent
+
+from scrapyd.spiderqueue import SqliteSpiderQueue  # noqa: E402
+
+from controlplane.procutil import ManagedProcess, free_port  # noqa: E402
+
+LEAD = 6.0  # seconds between setting a fire time and the fire (the scheduler syncs every 2 s)
+SPIDER = "books"
+
+
+class WalSpiderQueue(SqliteSpiderQueue):
+    """Scrapyd's SQLite job queue in WAL mode, without a disk sync per commit.
+
+    Only for ``--node-queue wal``: stock Scrapyd syncs its queue to disk on every schedule.json,
+    which is most of a node's time per job here. Comparing both runs separates the node's cost
+    from the control plane's.
+    """
+
+    def __init__(self, config, project, table="spider_queue"):
+        super().__init__(config, project, table)
+        self.q.conn.execute("PRAGMA journal_mode=WAL")
+        self.q.conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def describe(values: list[float]) -> str:
+    return (
+        f"p50 {percentile(values, 0.5) * 1000:7.1f} ms   p99 {percentile(values, 0.99) * 1000:7.1f} ms"
+        f"   max {max(values) * 1000:7.1f} ms"
+    )
+
+
+def start_nodes(
+    count: int, workdir: Path, capacity: int, queue: str = "stock"
+) -> list[tuple[str, ManagedProcess]]:
+    env = dict(os.environ)
+    if queue == "wal":
+        # The node's own scrapyd.conf does not set `spiderqueue`, so ~/.scrapyd.conf may.
+        home = workdir / "home"
+        home.mkdir(exist_ok=True)
+        (home / ".scrapyd.conf").write_text("[scrapyd]\nspiderqueue = dispatch.WalSpiderQueue\n")
+        env["HOME"] = str(home)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(REPO_ROOT)])
+    nodes = []
+    for index in range(count):
+        port = free_port()
+        name = f"bench{index + 1}"
+        proc = ManagedProcess(
+            name,
+            [
+                str(VENV_BIN / "crawlfleet"),
+                "node",
+                f"--port={port}",
+                f"--dir={workdir / name}",
+                f"--name={name}",
+                f"--max-proc={capacity}",
+                "--poll-interval=3600",
+            ],
+            log_path=workdir / f"{name}.log",
+            cwd=workdir,
+            env=env,
+        ).start()
+        nodes.append((f"http://127.0.0.1:{port}", proc))
+    for url, proc in nodes:
+        proc.wait_for_port(int(url.rsplit(":", 1)[1]), timeout=60)
+    return nodes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=1, help="scheduler processes")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--weights", default="", help="comma-separated node weights, e.g. 1,2,3 (default equal)"
+    )
+    parser.add_argument(
+        "--node-queue",
+        choices=["stock", "wal"],
+        default="stock",
+        help="the nodes' job queue: Scrapyd's own, or the same in WAL mode (no sync per job)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="crawlfleet-bench-dispatch-"))
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "CRAWLFLEET_DATA_DIR": str(workdir / "cp"),
+            "CRAWLFLEET_SECRET_KEY": "bench-only",
+            "CRAWLFLEET_LOG_LEVEL": "INFO",
+        }
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from controlplane.deploys.models import NodeDeployment, Project, Version
+    from controlplane.eggs import build_egg, default_version
+    from controlplane.jobs.models import Job
+    from controlplane.nodes.models import Node
+    from controlplane.scheduling.models import Task, TaskRun
+    from controlplane.scrapyd import ScrapydClient
+
+    call_command("migrate", verbosity=0)
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else [1.0] * args.nodes
+    capacity = args.tasks  # each node could take the whole burst: capacity never limits
+    print(f"work directory: {workdir}")
+    egg = build_egg(REPO_ROOT, version=default_version(), output_dir=workdir / "egg")
+    nodes = start_nodes(args.nodes, workdir, capacity, args.node_queue)
+    schedulers: list[ManagedProcess] = []
+    try:
+        project = Project.objects.create(name="crawler")
+        data = egg.path.read_bytes()
+        version = Version.objects.create(
+            project=project,
+            version=egg.version,
+            egg=data,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            spiders=[SPIDER],
+        )
+        project.current_version = version
+        project.save()
+        rows = []
+        for index, (url, _) in enumerate(nodes):
+            client = ScrapydClient(url, timeout=120)
+            client.addversion("crawler", egg.version, data)
+            client.listspiders("crawler", egg.version)  # Scrapyd's `scrapy list`, done once
+            row = Node.objects.create(
+                name=f"bench{index + 1}",
+                url=url,
+                capacity=capacity,
+                weight=weights[index],
+                state=Node.State.UP,
+            )
+            NodeDeployment.objects.create(
+                node=row, version=version, state=NodeDeployment.State.DEPLOYED
+            )
+            rows.append(row)
+        print_node_floor([url for url, _ in nodes], egg.version, args.tasks)
+        Task.objects.bulk_create(
+            [
+                Task(
+                    name=f"bench-{i:04d}",
+                    project=project,
+                    spider=SPIDER,
+                    cron="0 0 1 1 *",
+                    overlap=Task.Overlap.ALLOW,
+                    args={"task": str(i)},
+                )
+                for i in range(args.tasks)
+            ]
+        )
+        env = {**os.environ, "CRAWLFLEET_PUBLIC_URL": "http://127.0.0.1:9"}
+        for index in range(args.replicas):
+            schedulers.append(
+                ManagedProcess(
+                    f"scheduler-{index}",
+                    [str(VENV_BIN / "crawlfleet"), "scheduler", f"--name=bench-{index}"],
+                    log_path=workdir / f"scheduler-{index}.log",
+                    env=env,
+                ).start()
+            )
+        time.sleep(3)
+
+        summary: list[tuple[float, float, float]] = []
+        for round_number in range(1, args.rounds + 1):
+            summary.append(
+                run_round(round_number, args, project, rows, nodes, schedulers, timezone)
+            )
+            # Free the capacity for the next round, as the poller would once the jobs ended.
+            Job.objects.filter(state=Job.State.PENDING).update(state=Job.State.SUCCEEDED)
+            TaskRun.objects.filter(state=TaskRun.State.ACTIVE).update(state=TaskRun.State.SUCCEEDED)
+        if len(summary) > 1:
+            print("\nall rounds")
+            print(
+                f"  p99 fire to accepted, worst round: {max(s[1] for s in summary) * 1000:.1f} ms"
+            )
+            print(
+                f"  jobs per second, median round:      {statistics.median(s[2] for s in summary):.0f}"
+            )
+        for proc in schedulers:
+            phases = re.findall(r"(fired .*|dispatched .*)", proc.log_tail(200_000))
+            print(f"\n{proc.name} log, last lines:")
+            for line in phases[-6:]:
+                print(f"  {line}")
+    finally:
+        for proc in schedulers:
+            proc.stop()
+        for _, proc in nodes:
+            proc.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_node_floor(urls: list[str], version: str, tasks: int) -> None:
+    """What Scrapyd alone needs per schedule.json, one call after another on each node."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from controlplane.scrapyd import ScrapydClient
+
+    def probe(url: str) -> list[float]:
+        client = ScrapydClient(url, timeout=60)
+        times = []
+        for _ in range(40):
+            started = time.perf_counter()
+            client.schedule("crawler", SPIDER, version=version, jobid=f"probe-{uuid.uuid4().hex}")
+            times.append(time.perf_counter() - started)
+        return times
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        per_node = [statistics.median(t) for t in pool.map(probe, urls)]
+    share = tasks / len(urls)
+    print(
+        f"Scrapyd alone: {statistics.median(per_node) * 1000:.1f} ms per schedule.json "
+        f"(median over nodes, one call at a time), so a node's share of the burst ({share:.0f} "
+        f"jobs) takes it about {statistics.median(per_node) * share:.2f} s"
+    )
+
+
+def run_round(round_number, args, project, rows, nodes, schedulers, timezone):
+    from controlplane.jobs.models import Job
+    from controlplane.scheduling.models import Task, TaskRun
+
+    fire = (timezone.now() + timedelta(seconds=LEAD)).replace(microsecond=0).astimezone(UTC)
+    expression = f"{fire.second} {fire.minute} {fire.hour} {fire.day} {fire.month} *"
+    # A queryset update skips auto_now: set updated_at, which is how schedulers see a change.
+    Task.objects.filter(project=project).update(cron=expression, updated_at=timezone.now())
+    deadline = time.monotonic() + LEAD + 60
+    while time.monotonic() < deadline:
+        done = Job.objects.filter(run__scheduled_for=fire, state=Job.State.PENDING).count()
+        if done >= args.tasks:
+            break
+        for proc in schedulers:
+            if not proc.alive():
+                raise SystemExit(f"{proc.name} died:\n{proc.log_tail()}")
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+    runs = list(TaskRun.objects.filter(scheduled_for=fire))
+    jobs = list(Job.objects.filter(run__scheduled_for=fire).select_related("node"))
+    recorded = [(r.created_at - fire).total_seconds() for r in runs]
+    accepted = [
+        (j.dispatched_at - fire).total_seconds() for j in jobs if j.state == Job.State.PENDING
+    ]
+    print(f"\nround {round_number}: {args.tasks} tasks due at {fire:%H:%M:%S}")
+    print(f"  fire -> run recorded      {describe(recorded)}")
+    if accepted:
+        print(f"  fire -> node accepted     {describe(accepted)}")
+        burst = max(accepted) - min(min(recorded), min(accepted))
+        print(f"  jobs per second           {len(accepted) / max(burst, 1e-6):7.0f}")
+
+    # Checks: once each, nothing missed, each job on exactly its node and nowhere else.
+    per_task = Counter(r.task_id for r in runs)
+    states = Counter(r.state for r in runs)
+    holders: Counter[str] = Counter()
+    where: dict[str, str] = {}
+    from controlplane.scrapyd import ScrapydClient
+
+    for url, _ in nodes:
+        for entry in ScrapydClient(url, timeout=60).listjobs("crawler")["pending"]:
+            holders[entry["id"]] += 1
+            where[entry["id"]] = url
+    ours = {j.scrapyd_job_id for j in jobs}
+    duplicates = sum(1 for job_id in ours if holders[job_id] > 1)
+    missing = sum(1 for job_id in ours if holders[job_id] == 0)
+    misplaced = sum(1 for j in jobs if j.node and where.get(j.scrapyd_job_id) != j.node.url)
+    print(
+        f"  checks: runs {len(runs)}/{args.tasks} (tasks fired twice: "
+        f"{sum(1 for c in per_task.values() if c > 1)}), states {dict(states)}, "
+        f"jobs pending {len(accepted)}/{len(jobs)}, duplicates on nodes {duplicates}, "
+        f"missing on nodes {missing}, on another node than recorded {misplaced}"
+    )
+    spread = Counter(j.node.name for j in jobs if j.node)
+    total_weight = sum(r.capacity * r.weight for r in rows)
+    parts = []
+    for row in rows:
+        share = row.capacity * row.weight / total_weight * len(jobs)
+        parts.append(f"{row.name} {spread[row.name]} (share {share:.0f})")
+    print(f"  spread: {', '.join(parts)}")
+    windows = []
+    for row in rows:
+        times = sorted(
+            (j.dispatched_at - fire).total_seconds()
+            for j in jobs
+            if j.node_id == row.pk and j.state == Job.State.PENDING
+        )
+        if times:
+            windows.append(f"{row.name} {times[0] * 1000:.0f}-{times[-1] * 1000:.0f} ms")
+    print(f"  accepted by each node between (after the fire): {', '.join(windows)}")
+    ok = (
+        len(runs) == args.tasks
+        and all(c == 1 for c in per_task.values())
+        and not duplicates
+        and not missing
+        and not misplaced
+        and len(accepted) == args.tasks
+    )
+    print(f"  {'OK' if ok else 'FAILED'}")
+    p99 = percentile(accepted, 0.99) if accepted else float("inf")
+    rate = len(accepted) / max(max(accepted) - min(recorded), 1e-6) if accepted else 0.0
+    return (percentile(recorded, 0.99), p99, rate)
+
+
+if __name__ == "__main__":
+    main()
