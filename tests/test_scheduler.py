@@ -299,7 +299,9 @@ def test_two_scheduler_replicas_dispatch_every_fire_exactly_once(
     assert max(latency) < 3.0, latency
     # Each replica counts the runs it created and the jobs nodes accepted from it: each once.
     counters = [
-        re.search(r"stopped: \{'runs': (\d+), 'missed': \d+, 'dispatched': (\d+)", p.log_tail())
+        re.search(
+            r"stopped: (\d+) run\(s\) created, \d+ .* (\d+) job\(s\) dispatched", p.log_tail()
+        )
         for p in replicas
     ]
     assert sum(int(c.group(1)) for c in counters) == TaskRun.objects.count()
@@ -484,6 +486,7 @@ def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_pat
     assert report["jobs"] == len(report["runs"])
     # Each replica counts the runs it created: together, each run once.
     created = [
-        int(re.search(r"stopped: \{'runs': (\d+)", proc.log_tail()).group(1)) for proc in replicas
+        int(re.search(r"stopped: (\d+) run\(s\) created", proc.log_tail()).group(1))
+        for proc in replicas
     ]
     assert sum(created) == len(report["runs"]), created

@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings as django_settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from controlplane.deploys.models import NodeDeployment
@@ -199,10 +199,15 @@ def _fleet() -> _Fleet | None:
     return _Fleet(nodes, loads, _deployed_versions(nodes), free)
 
 
+def _due(now: datetime) -> QuerySet[Job]:
+    return Job.objects.filter(state=Job.State.QUEUED, cancel_requested=False).filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=now)
+    )
+
+
 def _due_jobs(now: datetime, after: tuple[datetime, int] | None, count: int) -> list[Job]:
     due = (
-        Job.objects.filter(state=Job.State.QUEUED, cancel_requested=False)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        _due(now)
         .select_related("run__task", "project", "version")
         .defer("version__egg")
         .order_by("created_at", "pk")
@@ -278,6 +283,8 @@ def plan(limit: int = 1000) -> list[Placement]:
     """Claim up to ``limit`` due queued jobs and assign each a node (in one write transaction)."""
     now = timezone.now()
     placements: list[Placement] = []
+    if not _due(now).exists():
+        return []  # the usual idle tick: a read, without taking the write lock
     with WRITE_LOCK, transaction.atomic():
         fleet = _fleet()
         if fleet is None or fleet.free <= 0:

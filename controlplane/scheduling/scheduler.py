@@ -241,7 +241,13 @@ class Scheduler:
             # A dispatch in progress finishes: its sends are bounded by the node timeout.
             self._dispatcher.join(timeout=settings.CRAWLFLEET_NODE_TIMEOUT * 2 + 5)
         connections.close_all()
-        logger.info("scheduler %s stopped: %s", self.name, dict(self.counters))
+        logger.info(
+            "scheduler %s stopped: %d run(s) created, %d fire(s) missed, %d job(s) dispatched",
+            self.name,
+            self.counters["runs"],
+            self.counters["missed"],
+            self.counters["dispatched"],
+        )
 
     # --- APScheduler callbacks: they only wake the worker threads -----------------------------
     def _on_fire(self, task_id: int) -> None:
