@@ -167,6 +167,27 @@ def test_fires_of_a_task_with_an_invalid_cron_are_not_attempted(db, caplog):
     assert "is not scheduled: cron expression '99 * * * *'" in caplog.text
 
 
+def test_a_fire_whose_transaction_failed_is_tried_again(db, monkeypatch):
+    from controlplane.scheduling import scheduler as scheduler_module
+
+    task = new_task(project_with_version(), cron="* * * * *")
+    now = timezone.now().replace(second=10, microsecond=0)
+    Task.objects.filter(pk=task.pk).update(fired_through=now - timedelta(minutes=1))
+    scheduler = Scheduler(dispatch_jobs=False)
+    scheduler.sync()
+
+    def locked(fires: list[Fire]) -> list[TaskRun]:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(scheduler_module, "record_fires", locked)
+    with pytest.raises(OperationalError):
+        scheduler.fire_due(now)
+    monkeypatch.setattr(scheduler_module, "record_fires", record_fires)
+    scheduler.sync()
+    assert scheduler.fire_due(now + timedelta(seconds=1)) == 1
+    assert [r.scheduled_for for r in runs_of(task)] == [now - timedelta(seconds=10)]
+
+
 def test_a_database_error_is_logged_and_retried_not_fatal(db, caplog):
     scheduler = Scheduler(dispatch_jobs=False)
     calls = []

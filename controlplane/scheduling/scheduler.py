@@ -387,6 +387,7 @@ class Scheduler:
     def _record(self, task_ids: list[int], now: datetime) -> tuple[list[TaskRun], list[FirePlan]]:
         plans: list[FirePlan] = []
         advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
+        handled: list[tuple[TaskSchedule, datetime, datetime | None]] = []
         with dispatcher.WRITE_LOCK, transaction.atomic():
             tasks = (
                 Task.objects.filter(pk__in=task_ids, enabled=True)
@@ -418,9 +419,7 @@ class Scheduler:
                 plans.append(plan)
                 fires += [Fire(task, at, reason) for at, reason in plan.fires]
                 advances[(task.fired_through, plan.newest)].append(task.pk)
-                schedule.fired_through = plan.newest
-                if known is not None:
-                    schedule.next_fire, schedule.next_fire_after = following, plan.newest
+                handled.append((schedule, plan.newest, following if known is not None else None))
             created = record_fires(fires)
             for (old, new), ids in advances.items():
                 bookmark = Task.objects.filter(pk__in=ids)
@@ -430,6 +429,11 @@ class Scheduler:
                     else bookmark.filter(fired_through=old)
                 )
                 bookmark.update(fired_through=new)
+        # Only once committed: after a failed transaction the same fires are tried again.
+        for schedule, newest, following in handled:
+            schedule.fired_through = newest
+            if following is not None:
+                schedule.next_fire, schedule.next_fire_after = following, newest
         return created, plans
 
     # --- dispatch --------------------------------------------------------------------------------
