@@ -33,26 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 VENV_BIN = Path(sys.executable).parent
 
-from scrapyd.spiderqueue import SqliteSpiderQueue  # noqa: E402
-
 from controlplane.procutil import ManagedProcess, free_port  # noqa: E402
 
 LEAD = 6.0  # seconds between setting a fire time and the fire (the scheduler syncs every 2 s)
 SPIDER = "books"
-
-
-class WalSpiderQueue(SqliteSpiderQueue):
-    """Scrapyd's SQLite job queue in WAL mode, without a disk sync per commit.
-
-    Only for ``--node-queue wal``: stock Scrapyd syncs its queue to disk on every schedule.json,
-    which is most of a node's time per job here. Comparing both runs separates the node's cost
-    from the control plane's.
-    """
-
-    def __init__(self, config, project, table="spider_queue"):
-        super().__init__(config, project, table)
-        self.q.conn.execute("PRAGMA journal_mode=WAL")
-        self.q.conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -68,17 +52,8 @@ def describe(values: list[float]) -> str:
     )
 
 
-def start_nodes(
-    count: int, workdir: Path, capacity: int, queue: str = "stock"
-) -> list[tuple[str, ManagedProcess]]:
+def start_nodes(count: int, workdir: Path, capacity: int) -> list[tuple[str, ManagedProcess]]:
     env = dict(os.environ)
-    if queue == "wal":
-        # The node's own scrapyd.conf does not set `spiderqueue`, so ~/.scrapyd.conf may.
-        home = workdir / "home"
-        home.mkdir(exist_ok=True)
-        (home / ".scrapyd.conf").write_text("[scrapyd]\nspiderqueue = dispatch.WalSpiderQueue\n")
-        env["HOME"] = str(home)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(REPO_ROOT)])
     nodes = []
     for index in range(count):
         port = free_port()
@@ -113,12 +88,6 @@ def main() -> None:
     parser.add_argument(
         "--weights", default="", help="comma-separated node weights, e.g. 1,2,3 (default equal)"
     )
-    parser.add_argument(
-        "--node-queue",
-        choices=["stock", "wal"],
-        default="stock",
-        help="the nodes' job queue: Scrapyd's own, or the same in WAL mode (no sync per job)",
-    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
 
@@ -149,7 +118,7 @@ def main() -> None:
     capacity = args.tasks  # each node could take the whole burst: capacity never limits
     print(f"work directory: {workdir}")
     egg = build_egg(REPO_ROOT, version=default_version(), output_dir=workdir / "egg")
-    nodes = start_nodes(args.nodes, workdir, capacity, args.node_queue)
+    nodes = start_nodes(args.nodes, workdir, capacity)
     schedulers: list[ManagedProcess] = []
     try:
         project = Project.objects.create(name="crawler")
