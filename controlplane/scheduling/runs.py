@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings as django_settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -51,10 +52,24 @@ def previous_run_active(task: Task, before: TaskRun | None = None) -> bool:
     return runs.exists()
 
 
+# A late worker of a finished shared crawl must not start it all over again.
+SHARED_DONE_MARKER_TTL = "86400"
+
+
+def fanout_settings(task: Task) -> dict[str, str]:
+    """Settings every shard of a fan-out run gets: one Redis, and the finished-crawl marker."""
+    shared = {"SHARED_DONE_MARKER_TTL": SHARED_DONE_MARKER_TTL}
+    if django_settings.CRAWLFLEET_REDIS_URL:
+        shared["REDIS_URL"] = django_settings.CRAWLFLEET_REDIS_URL
+    return {**shared, **task.settings}  # a task's own settings win
+
+
 def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
     args = dict(task.args)
+    job_settings = dict(task.settings)
     if task.fanout > 1:
         args["crawl_id"] = run.crawl_id
+        job_settings = fanout_settings(task)
     return [
         Job(
             run=run,
@@ -63,7 +78,7 @@ def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
             spider=task.spider,
             version=version,
             args=args,
-            settings=dict(task.settings),
+            settings=job_settings,
         )
         for shard in range(task.fanout)
     ]
