@@ -29,12 +29,19 @@ def parse_book(response: Response) -> BookItem:
     )
 
 
-class BooksSpider(BaseSpider):
-    name = "books"
-    arguments = {
-        "start_url": Arg(url_argument, DEFAULT_START, "first list page"),
-        "max_pages": Arg(positive_int, 0, "stop after this many list pages (0: all)"),
-    }
+BOOK_ARGUMENTS = {
+    "start_url": Arg(url_argument, DEFAULT_START, "first list page"),
+    "max_pages": Arg(positive_int, 0, "stop after this many list pages (0: all)"),
+}
+
+
+class BookCatalogue:
+    """List-and-detail parsing, shared by the local spider and its Redis-fed variant.
+
+    The page number travels in ``meta``, which scrapy-redis stores with a queued request, so
+    ``max_pages`` holds across the workers of a shared crawl too.
+    """
+
     start_url: str
     max_pages: int
 
@@ -50,3 +57,8 @@ class BooksSpider(BaseSpider):
 
     def parse_book(self, response: Response) -> BookItem:
         return parse_book(response)
+
+
+class BooksSpider(BookCatalogue, BaseSpider):
+    name = "books"
+    arguments = BOOK_ARGUMENTS
