@@ -1,8 +1,9 @@
-"""URL map: the admin, the REST API under /api/v1/ and the Scrapyd-compatible API under /scrapyd/."""
+"""URL map: the admin (also the landing page until the dashboard exists) and the REST API."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
+from django.views.generic import RedirectView
 
 from controlplane.api.errors import envelope
 from controlplane.api.rest import api
@@ -14,6 +15,7 @@ def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
 
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
