@@ -33,3 +33,6 @@ class VersionAdmin(admin.ModelAdmin):
     exclude = ["egg"]
     readonly_fields = ["project", "version", "sha256", "size", "spiders", "created_at"]
     inlines = [NodeDeploymentInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # eggs arrive through `crawlfleet deploy` or the REST API, which check them
