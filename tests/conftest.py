@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.scrapyd",
     "tests.fixtures.controlplane",
+    "tests.fixtures.fleet",
     "tests.fixtures.postgres",
     "tests.fixtures.browser",
 ]

@@ -8,27 +8,27 @@ with the database.
 from __future__ import annotations
 
 import base64
-import hashlib
+import functools
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from controlplane.deploys.models import NodeDeployment, Project, Version
+from controlplane.deploys.models import NodeDeployment
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.procutil import free_port
 from controlplane.scheduling.models import Task, TaskRun
 from controlplane.scheduling.runs import create_adhoc_run, create_run
-from controlplane.scrapyd import ScrapydClient
+from tests.fixtures import fleet as fleet_kit
+from tests.fixtures.fleet import Fleet, pending_on_nodes, start_idle_nodes, start_run
 from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
 
 pytestmark = [pytest.mark.scrapyd]
@@ -36,81 +36,10 @@ pytestmark = [pytest.mark.scrapyd]
 SPIDER = "books"
 
 
-# --- helpers (also used by test_scheduler.py) -------------------------------------------------------
-def start_idle_nodes(factory: NodeFactory, egg: EggFile, count: int = 3) -> list[ScrapydNode]:
-    """Nodes that accept jobs but never launch them during a test, with ``egg`` deployed."""
-    nodes = factory(count, max_proc=2, poll_interval=3600)
-    for node in nodes:
-        client = ScrapydClient(node.url, timeout=60)
-        client.addversion(egg.project, egg.version, egg.data)
-        # Scrapyd runs `scrapy list` on the first schedule of a version: do it now, not mid-test.
-        assert SPIDER in client.listspiders(egg.project, egg.version)
-    return nodes
-
-
-@dataclass
-class Fleet:
-    """Real nodes and the rows that describe them, the egg deployed everywhere."""
-
-    nodes: list[ScrapydNode]
-    rows: list[Node]
-    project: Project
-    version: Version
-
-    def by_name(self) -> dict[int, str]:
-        return {row.pk: row.name for row in self.rows}
-
-
-def register_fleet(
-    nodes: list[ScrapydNode],
-    egg: EggFile,
-    *,
-    capacities: Iterable[int] = (50, 50, 50),
-    weights: Iterable[float] = (1.0, 1.0, 1.0),
-    tags: Iterable[list[str]] = ([], [], []),
-) -> Fleet:
-    """Rows for the nodes, as registration, health checks and a deploy would have left them."""
-    project, _ = Project.objects.get_or_create(name=egg.project)
-    version, _ = Version.objects.get_or_create(
-        project=project,
-        version=egg.version,
-        defaults={
-            "egg": egg.data,
-            "sha256": hashlib.sha256(egg.data).hexdigest(),
-            "size": len(egg.data),
-            "spiders": [SPIDER],
-        },
-    )
-    project.current_version = version
-    project.save(update_fields=["current_version"])
-    rows = []
-    for index, (node, capacity, weight, node_tags) in enumerate(
-        zip(nodes, capacities, weights, tags, strict=False)
-    ):
-        row = Node.objects.create(
-            name=f"n{index + 1}-{node.port}",
-            url=node.url,
-            capacity=capacity,
-            weight=weight,
-            tags=node_tags,
-            state=Node.State.UP,
-        )
-        NodeDeployment.objects.create(
-            node=row, version=version, state=NodeDeployment.State.DEPLOYED
-        )
-        rows.append(row)
-    return Fleet(list(nodes), rows, project, version)
-
-
-def pending_on_nodes(nodes: Iterable[ScrapydNode], job_ids: Iterable[str]) -> dict[str, list[str]]:
-    """Scrapyd job id -> the nodes whose pending queue holds it (for the given ids only)."""
-    wanted = set(job_ids)
-    where: dict[str, list[str]] = {job_id: [] for job_id in wanted}
-    for node in nodes:
-        for entry in node.listjobs()["pending"]:
-            if entry["id"] in wanted:
-                where[entry["id"]].append(node.url)
-    return where
+# --- helpers -----------------------------------------------------------------------------------------
+# The shared registration with this module's defaults: room for 50 jobs a node, the spider listed.
+register_fleet = functools.partial(fleet_kit.register_fleet, capacities=50, spiders=[SPIDER])
+make_task = functools.partial(fleet_kit.make_task, spider=SPIDER)
 
 
 def assert_each_sent_once(fleet: Fleet, jobs: Iterable[Job]) -> None:
@@ -133,20 +62,10 @@ def adhoc_jobs(fleet: Fleet, count: int, spider: str = SPIDER) -> list[Job]:
     return [create_adhoc_run(fleet.project, spider) for _ in range(count)]
 
 
-def make_task(fleet: Fleet, **fields: Any) -> Task:
-    fields.setdefault("name", f"task-{Task.objects.count() + 1}")
-    fields.setdefault("cron", "0 0 1 1 *")
-    fields.setdefault("overlap", Task.Overlap.ALLOW)
-    return Task.objects.create(project=fleet.project, spider=SPIDER, **fields)
-
-
 def run_jobs(task: Task, count: int = 1) -> list[Job]:
     jobs = []
     for _ in range(count):
-        run = create_run(task, timezone.now(), TaskRun.Trigger.MANUAL)
-        assert run is not None
-        assert run.state == TaskRun.State.ACTIVE, run.reason
-        jobs += list(run.jobs.all())
+        jobs += list(start_run(task).jobs.all())
     return jobs
 
 

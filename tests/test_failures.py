@@ -23,9 +23,7 @@ from controlplane.jobs.models import Job
 from controlplane.jobs.tracking import Poller
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
-from tests import test_poller as kit
-from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
-from tests.test_poller import (
+from tests.fixtures.fleet import (
     describe_jobs,
     drive,
     job_state,
@@ -35,14 +33,11 @@ from tests.test_poller import (
     start_run,
     stop_all_crawls,
 )
+from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
 
 pytestmark = [pytest.mark.scrapyd, pytest.mark.slow]
-
-# The same fixtures as tests/test_poller.py (nodes are per module: these are this module's own).
-fast = kit.fast
-module_nodes = kit.module_nodes
-fleet = kit.fleet
-poller = kit.poller
+# fast, module_nodes, fleet and poller come from tests/fixtures/fleet.py (module_nodes is
+# module-scoped: this module gets nodes of its own).
 
 
 def pid_alive(pid: int) -> bool:

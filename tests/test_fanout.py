@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from controlplane.jobs.models import Job
-from controlplane.jobs.tracking import Poller
 from controlplane.scheduling.completion import progress
 from controlplane.scheduling.models import TaskRun
-from tests import test_poller as kit
+from tests.fixtures.fleet import (
+    describe_jobs,
+    drive,
+    make_task,
+    register_fleet,
+    run_closed,
+    start_run,
+)
 from tests.fixtures.scrapyd import EggFile, NodeFactory
-from tests.test_poller import describe_jobs, drive, make_task, register_fleet, run_closed, start_run
 
 pytestmark = [pytest.mark.scrapyd, pytest.mark.redis, pytest.mark.slow]
-fast = kit.fast
 
 BOOK = re.compile(r"^/catalogue/book-(\d+)\.html$")
-
-
-@pytest.fixture
-def poller(fast) -> Iterator[Poller]:
-    instance = Poller()
-    yield instance
-    instance.close()
 
 
 def test_fanout_run_crawls_each_page_once_across_two_nodes(

@@ -1,155 +1,42 @@
 """The poller against real Scrapyd nodes: tracking, cancel, retry-now, health, completion.
 
 The poller runs in this process (``Poller.cycle()``) so each step can be checked as it happens;
-tests/test_failures.py runs it as ``crawlfleet poller`` processes.
+tests/test_failures.py runs it as ``crawlfleet poller`` processes. The fleet, the fast settings
+and the helpers that drive it come from tests/fixtures/fleet.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.db import connections
 from django.utils import timezone
 
-from controlplane.deploys.models import NodeDeployment, Project, Version
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
 from controlplane.jobs.operations import OperationError, cancel_job, retry_now
-from controlplane.jobs.tracking import Listing, NodeSession, Poller, Tracker
+from controlplane.jobs.tracking import Listing, NodeSession, Tracker
 from controlplane.nodes.models import Node
 from controlplane.scheduling import completion
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import create_adhoc_run, create_run
-from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
+from controlplane.scheduling.runs import create_adhoc_run
+from tests.fixtures.fleet import (
+    FAST,
+    Fleet,
+    describe_jobs,
+    drive,
+    job_state,
+    make_task,
+    run_closed,
+    start_run,
+)
 
 pytestmark = [pytest.mark.scrapyd]
-
-FAST = {
-    "CRAWLFLEET_POLL_INTERVAL": 0.5,
-    "CRAWLFLEET_NODE_TIMEOUT": 2.0,
-    "CRAWLFLEET_NODE_DOWN_AFTER_FAILURES": 2,
-    "CRAWLFLEET_NODE_LOST_GRACE": 2.0,
-    "CRAWLFLEET_DISPATCH_GRACE": 3.0,
-    "CRAWLFLEET_HEARTBEAT_TIMEOUT": 20.0,
-    "CRAWLFLEET_SPIDER_HEARTBEAT": 1.0,
-}
-
-
-# --- helpers shared with test_failures.py ------------------------------------------------------
-@dataclass
-class Fleet:
-    """Real nodes and the rows that describe them, with one project deployed everywhere."""
-
-    nodes: list[ScrapydNode]
-    rows: list[Node]
-    project: Project
-    version: Version
-
-    def row(self, node: ScrapydNode) -> Node:
-        return next(r for r in self.rows if r.url == node.url)
-
-    def process(self, row_or_id: Node | int | None) -> ScrapydNode:
-        pk = row_or_id.pk if isinstance(row_or_id, Node) else row_or_id
-        url = next(r.url for r in self.rows if r.pk == pk)
-        return next(n for n in self.nodes if n.url == url)
-
-
-def register_fleet(nodes: list[ScrapydNode], egg: EggFile, capacity: int = 2) -> Fleet:
-    """Rows for nodes the egg is already deployed to (as a deploy would have left them)."""
-    project, _ = Project.objects.get_or_create(name=egg.project)
-    version, _ = Version.objects.get_or_create(
-        project=project,
-        version=egg.version,
-        defaults={
-            "egg": egg.data,
-            "sha256": hashlib.sha256(egg.data).hexdigest(),
-            "size": len(egg.data),
-        },
-    )
-    project.current_version = version
-    project.save(update_fields=["current_version"])
-    rows = []
-    for node in nodes:
-        row, _ = Node.objects.get_or_create(
-            url=node.url,
-            # Factories number their nodes from 1: the port keeps names unique.
-            defaults={"name": f"{node.name}-{node.port}", "capacity": capacity, "state": "up"},
-        )
-        NodeDeployment.objects.get_or_create(
-            node=row, version=version, defaults={"state": NodeDeployment.State.DEPLOYED}
-        )
-        rows.append(row)
-    return Fleet(nodes, rows, project, version)
-
-
-def make_task(fleet: Fleet, spider: str, **fields: Any) -> Task:
-    fields.setdefault("name", f"{spider.replace('_', '-')}-{Task.objects.count()}")
-    fields.setdefault("cron", "0 0 1 1 *")
-    fields.setdefault("retry_backoff", 0)
-    fields.setdefault("overlap", Task.Overlap.ALLOW)
-    return Task.objects.create(project=fleet.project, spider=spider, **fields)
-
-
-def start_run(task: Task) -> TaskRun:
-    run = create_run(task, timezone.now(), TaskRun.Trigger.MANUAL)
-    assert run is not None
-    assert run.state == TaskRun.State.ACTIVE, run.reason
-    return run
-
-
-def describe_jobs() -> str:
-    return "\n".join(
-        f"  job {j.pk} run {j.run_id} shard {j.shard} attempt {j.attempt} {j.spider} "
-        f"{j.state} node={j.node_id} reason={j.reason!r}"
-        for j in Job.objects.order_by("pk")
-    )
-
-
-def drive(
-    poller: Poller,
-    until: Callable[[], Any],
-    *,
-    timeout: float = 60.0,
-    dispatch: bool = True,
-    step: float = 0.2,
-) -> Any:
-    """Dispatch and poll until ``until()`` is truthy; its value is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if dispatch:
-            dispatcher.dispatch()
-        poller.cycle()
-        result = until()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in {timeout}s; jobs:\n{describe_jobs()}")
-        time.sleep(step)
-
-
-def run_closed(run: TaskRun) -> Callable[[], TaskRun | None]:
-    def check() -> TaskRun | None:
-        run.refresh_from_db()
-        return run if run.state != TaskRun.State.ACTIVE else None
-
-    return check
-
-
-def job_state(job: Job, *states: str) -> Callable[[], Job | None]:
-    def check() -> Job | None:
-        job.refresh_from_db()
-        return job if job.state in states else None
-
-    return check
 
 
 def wait_opened(fleet: Fleet, job: Job, timeout: float = 30.0) -> None:
@@ -157,56 +44,6 @@ def wait_opened(fleet: Fleet, job: Job, timeout: float = 30.0) -> None:
     job.refresh_from_db()
     node = fleet.process(job.node_id)
     node.wait_for_log(job.project.name, job.spider, job.scrapyd_job_id, "Spider opened", timeout)
-
-
-def stop_all_crawls(nodes: list[ScrapydNode]) -> None:
-    """Leave the nodes idle for the next test."""
-    for node in nodes:
-        if not node.alive():
-            continue
-        jobs = node.listjobs()
-        for entry in jobs["pending"] + jobs["running"]:
-            node.post("cancel.json", data={"project": entry["project"], "job": entry["id"]})
-            if entry in jobs["running"]:
-                node.post(
-                    "cancel.json",
-                    data={"project": entry["project"], "job": entry["id"], "signal": "KILL"},
-                )
-
-
-@pytest.fixture(scope="module")
-def module_nodes(
-    tmp_path_factory: pytest.TempPathFactory, failproject_egg: EggFile
-) -> Iterator[list[ScrapydNode]]:
-    """Three nodes with the failproject egg deployed, shared by a module's tests."""
-    factory = NodeFactory(tmp_path_factory.mktemp("poller-nodes"))
-    try:
-        nodes = factory(3, max_proc=2, poll_interval=0.2)
-        for node in nodes:
-            node.deploy(failproject_egg)
-        yield nodes
-    finally:
-        factory.close()
-
-
-@pytest.fixture
-def fast(settings) -> Any:
-    for key, value in FAST.items():
-        setattr(settings, key, value)
-    return settings
-
-
-@pytest.fixture
-def fleet(transactional_db, fast, module_nodes, failproject_egg) -> Iterator[Fleet]:
-    yield register_fleet(module_nodes, failproject_egg)
-    stop_all_crawls(module_nodes)
-
-
-@pytest.fixture
-def poller(fast) -> Iterator[Poller]:
-    instance = Poller()
-    yield instance
-    instance.close()
 
 
 def blackhole() -> tuple[socket.socket, str]:

@@ -33,8 +33,8 @@ from controlplane.scheduling.scheduler import (
     Scheduler,
     plan_fires,
 )
+from tests.fixtures.fleet import Fleet, pending_on_nodes, register_fleet, start_idle_nodes
 from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
-from tests.test_dispatch import Fleet, pending_on_nodes, register_fleet, start_idle_nodes
 
 SPIDER = "books"
 
@@ -288,7 +288,9 @@ def assert_no_gaps(runs: list[TaskRun], step: timedelta = timedelta(seconds=1)) 
 def test_two_scheduler_replicas_dispatch_every_fire_exactly_once(
     cp_process, idle_nodes, crawler_egg
 ):
-    fleet: Fleet = register_fleet(idle_nodes, crawler_egg, capacities=(100, 100, 100))
+    fleet: Fleet = register_fleet(
+        idle_nodes, crawler_egg, capacities=(100, 100, 100), spiders=[SPIDER]
+    )
     tasks = [
         new_task(fleet.project, cron="* * * * * *", name=f"every-second-{i}") for i in range(4)
     ]
