@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from controlplane.procutil import ManagedProcess
-from tests.fixtures.common import REPO_ROOT
+from tests.fixtures.common import REPO_ROOT, wait_until
 from tests.fixtures.postgres import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -174,11 +174,14 @@ def _race(argvs: list[list[str]], env: dict[str, str], sync_dir: Path) -> list[d
         for argv in argvs
     ]
     try:
-        deadline = time.monotonic() + 60
-        while len(list(sync_dir.glob("ready-*"))) < len(procs):
-            assert time.monotonic() < deadline, "workers never became ready"
+
+        def ready() -> bool:
+            if len(list(sync_dir.glob("ready-*"))) >= len(procs):
+                return True
             assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
-            time.sleep(0.01)
+            return False
+
+        wait_until(ready, 60, "workers ready", interval=0.01)
         (sync_dir / "go").touch()
         outputs = [p.communicate(timeout=60)[0] for p in procs]
     finally:

@@ -33,6 +33,7 @@ from controlplane.scheduling.scheduler import (
     Scheduler,
     plan_fires,
 )
+from tests.fixtures.common import wait_until
 from tests.fixtures.fleet import Fleet, pending_on_nodes, register_fleet, start_idle_nodes
 from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
 
@@ -41,17 +42,6 @@ SPIDER = "books"
 
 def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s")
-        time.sleep(0.1)
 
 
 def project_with_version(egg: EggFile | None = None) -> Project:
