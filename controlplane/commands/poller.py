@@ -1,4 +1,7 @@
-"""``crawlfleet poller``: watch nodes and jobs, detect failures, retry. Safe to run as replicas."""
+"""``crawlfleet poller``: watch nodes and jobs, detect failures, retry. Safe to run as replicas.
+
+The options are ``manage.py runpoller``'s too: that command adds them with ``add_arguments``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``crawlfleet poller`` and ``manage.py runpoller``."""
     parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
     parser.add_argument(
         "--interval",
@@ -21,8 +25,5 @@ def run(args: argparse.Namespace) -> int:
     setup()
     from django.core.management import call_command
 
-    options = {"once": args.once}
-    if args.interval is not None:
-        options["interval"] = args.interval
-    call_command("runpoller", **options)
+    call_command("runpoller", once=args.once, interval=args.interval)
     return 0

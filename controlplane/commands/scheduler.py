@@ -1,4 +1,7 @@
-"""``crawlfleet scheduler``: fire cron tasks exactly once and dispatch jobs. Safe as replicas."""
+"""``crawlfleet scheduler``: fire cron tasks exactly once and dispatch jobs. Safe as replicas.
+
+The options are ``manage.py runscheduler``'s too: that command adds them with ``add_arguments``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``crawlfleet scheduler`` and ``manage.py runscheduler``."""
     parser.add_argument(
         "--tick",
         type=float,
@@ -16,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sync-interval",
         type=float,
         default=None,
-        help="seconds between reloads of the task table (default: 2)",
+        help="seconds between reloads of the task table (default: CRAWLFLEET_SCHEDULER_SYNC, 2)",
     )
     parser.add_argument(
         "--no-dispatch",
@@ -32,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
     setup()
     from django.core.management import call_command
 
-    options = {"tick": args.tick, "no_dispatch": args.no_dispatch, "name": args.name}
-    if args.sync_interval is not None:
-        options["sync_interval"] = args.sync_interval
-    call_command("runscheduler", **options)
+    call_command(
+        "runscheduler",
+        tick=args.tick,
+        sync_interval=args.sync_interval,
+        no_dispatch=args.no_dispatch,
+        name=args.name,
+    )
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from controlplane.commands import poller as cli
 from controlplane.jobs.tracking import Poller
 
 
@@ -15,10 +16,7 @@ class Command(BaseCommand):
     help = "Watch nodes and jobs: health, job states, failure detection, retries."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
-        parser.add_argument(
-            "--interval", type=float, default=None, help="seconds between cycles (default: setting)"
-        )
+        cli.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from controlplane.commands import scheduler as cli
 from controlplane.scheduling.scheduler import SYNC_INTERVAL, Scheduler
 
 
@@ -15,29 +16,14 @@ class Command(BaseCommand):
     help = "Fire cron tasks exactly once and dispatch queued jobs to the fleet."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--tick",
-            type=float,
-            default=None,
-            help="seconds between dispatch passes for queued jobs (default: setting)",
-        )
-        parser.add_argument(
-            "--sync-interval",
-            type=float,
-            default=SYNC_INTERVAL,
-            help="seconds between reloads of the task table",
-        )
-        parser.add_argument(
-            "--no-dispatch",
-            action="store_true",
-            help="only record fires; leave dispatching to other replicas",
-        )
-        parser.add_argument("--name", default="", help="replica name for the logs")
+        cli.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         scheduler = Scheduler(
             tick=options["tick"],
-            sync_interval=options["sync_interval"],
+            sync_interval=(
+                SYNC_INTERVAL if options["sync_interval"] is None else options["sync_interval"]
+            ),
             dispatch_jobs=not options["no_dispatch"],
             name=options["name"],
         )
