@@ -22,6 +22,14 @@ class ScrapydError(Exception):
         self.unreachable = unreachable
 
 
+def check_envelope(payload: Any, endpoint: str) -> dict[str, Any]:
+    """``payload`` if Scrapyd says ``status: ok``; otherwise ScrapydError with its message."""
+    if not isinstance(payload, dict) or payload.get("status") != "ok":
+        message = payload.get("message") if isinstance(payload, dict) else None
+        raise ScrapydError(message or f"{endpoint} failed: {payload!r}")
+    return payload
+
+
 @dataclass
 class ScrapydClient:
     url: str
@@ -51,9 +59,7 @@ class ScrapydClient:
             payload = response.json()
         except ValueError as exc:
             raise ScrapydError(f"{self.url}{endpoint} answered something that is not JSON") from exc
-        if payload.get("status") != "ok":
-            raise ScrapydError(payload.get("message") or f"{endpoint} failed: {payload!r}")
-        return payload
+        return check_envelope(payload, endpoint)
 
     def get(self, endpoint: str, **params: Any) -> dict[str, Any]:
         return self._call("GET", endpoint, params=params)

@@ -44,7 +44,7 @@ from controlplane.deploys.models import NodeDeployment
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scrapyd import ScrapydError
+from controlplane.scrapyd import ScrapydError, check_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -399,10 +399,7 @@ class NodeConnection:
             raise ScrapydError(
                 f"{self.url} schedule.json answered something that is not JSON"
             ) from exc
-        if not isinstance(payload, dict) or payload.get("status") != "ok":
-            message = payload.get("message") if isinstance(payload, dict) else None
-            raise ScrapydError(message or f"schedule.json failed: {payload!r}")
-        return str(payload.get("jobid", ""))
+        return str(check_envelope(payload, "schedule.json").get("jobid", ""))
 
 
 _local = threading.local()
