@@ -7,7 +7,7 @@ from datetime import datetime
 from apscheduler.triggers.cron import CronTrigger
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from controlplane.scheduling import cron
@@ -84,6 +84,16 @@ class Task(models.Model):
 
     def trigger(self) -> CronTrigger:
         return cron.parse(self.cron, self.timezone)
+
+    def delete(self, *args, **kwargs):
+        """Collect the task's runs and delete them in one transaction.
+
+        A scheduler may record a fire of this task at the same moment; inside one transaction
+        (which on SQLite starts with the write lock) no run can slip in between the collection
+        and the delete and break the foreign key.
+        """
+        with transaction.atomic():
+            return super().delete(*args, **kwargs)
 
     def next_runs(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
         return cron.next_fire_times(self.trigger(), after or timezone.now(), count)
