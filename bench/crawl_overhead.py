@@ -25,7 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from controlplane.procutil import ManagedProcess, free_port  # noqa: E402
+from controlplane.lib.procutil import ManagedProcess, free_port  # noqa: E402
 
 SCRAPY = str(Path(sys.executable).parent / "scrapy")
 STATS_RE = re.compile(r"Dumping Scrapy stats:\n(\{.*?\})\n", re.S)
@@ -65,7 +65,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "controlplane.demosite",
+                "demo.bookshop",
                 "--port",
                 str(port),
                 "--books",

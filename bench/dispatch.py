@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 VENV_BIN = Path(sys.executable).parent
 
-from controlplane.procutil import ManagedProcess, free_port  # noqa: E402
+from controlplane.lib.procutil import ManagedProcess, free_port  # noqa: E402
 
 LEAD = 6.0  # seconds between setting a fire time and the fire (the scheduler syncs every 2 s)
 SPIDER = "books"
@@ -107,11 +107,11 @@ def main() -> None:
     from django.utils import timezone
 
     from controlplane.deploys.models import NodeDeployment, Project, Version
-    from controlplane.eggs import build_egg, default_version
     from controlplane.jobs.models import Job
+    from controlplane.lib.eggs import build_egg, default_version
+    from controlplane.lib.scrapyd import ScrapydClient
     from controlplane.nodes.models import Node
     from controlplane.scheduling.models import Task, TaskRun
-    from controlplane.scrapyd import ScrapydClient
 
     call_command("migrate", verbosity=0)
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [1.0] * args.nodes
@@ -212,7 +212,7 @@ def print_node_floor(urls: list[str], version: str, tasks: int) -> None:
     import uuid
     from concurrent.futures import ThreadPoolExecutor
 
-    from controlplane.scrapyd import ScrapydClient
+    from controlplane.lib.scrapyd import ScrapydClient
 
     def probe(url: str) -> list[float]:
         client = ScrapydClient(url, timeout=60)
@@ -270,7 +270,7 @@ def run_round(round_number, args, project, rows, nodes, schedulers, timezone):
     states = Counter(r.state for r in runs)
     holders: Counter[str] = Counter()
     where: dict[str, str] = {}
-    from controlplane.scrapyd import ScrapydClient
+    from controlplane.lib.scrapyd import ScrapydClient
 
     for url, _ in nodes:
         for entry in ScrapydClient(url, timeout=60).listjobs("crawler")["pending"]:

@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``controlplane.commands.<module>`` and exposes ``add_arguments(parser)``
 and ``run(args) -> int``. Modules are imported only when their subcommand runs, so ``crawlfleet
-node`` on a Scrapyd host never imports Django.
+node`` on a Scrapyd host never imports Django. The long-running loops are management commands
+that own their options; ``crawlfleet scheduler`` and ``crawlfleet poller`` hand them every
+argument unparsed.
 """
 
 from __future__ import annotations
@@ -15,14 +17,29 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("controlplane.commands.up", "the whole platform on this machine"),
     "node": ("controlplane.commands.node", "one Scrapyd node that joins the fleet"),
-    "web": ("controlplane.commands.web", "the web server: dashboard and APIs"),
-    "scheduler": ("controlplane.commands.scheduler", "fire cron tasks and dispatch jobs"),
-    "poller": ("controlplane.commands.poller", "watch nodes and jobs, detect failures, retry"),
+    "web": ("controlplane.commands.web", "the web server: REST API, admin, spider reports"),
     "egg": ("controlplane.commands.egg", "build the crawler egg"),
     "deploy": ("controlplane.commands.deploy", "upload an egg to the control plane"),
     "token": ("controlplane.commands.token", "manage API tokens"),
     "manage": ("controlplane.commands.manage", "run a Django management command"),
 }
+
+# subcommand -> (management command, one-line help): loops whose options are the command's own
+LOOPS: dict[str, tuple[str, str]] = {
+    "scheduler": ("runscheduler", "fire cron tasks and dispatch jobs"),
+    "poller": ("runpoller", "watch nodes and jobs, detect failures, retry"),
+}
+
+
+def run_loop(command: str, argv: list[str]) -> int:
+    """A loop's management command, parsing its own options (``--help`` included)."""
+    from controlplane.django_setup import setup
+
+    setup()
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["crawlfleet", command, *argv])
+    return 0
 
 
 def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
@@ -34,11 +51,15 @@ def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
         command_parser.set_defaults(_module=module_name)
         if name == requested:
             importlib.import_module(module_name).add_arguments(command_parser)
+    for name, (_command, help_text) in LOOPS.items():
+        sub.add_parser(name, help=f"{help_text} (options: crawlfleet {name} --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in LOOPS:
+        return run_loop(LOOPS[argv[0]][0], argv[1:])
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "controlplane.deploys",
     "controlplane.scheduling",
     "controlplane.jobs",
+    "controlplane.loops",
     "controlplane.api",
 ]
 
@@ -155,6 +156,10 @@ LOGGING = {
 CRAWLFLEET_PUBLIC_URL = os.environ.get("CRAWLFLEET_PUBLIC_URL", "http://127.0.0.1:8000")
 # How often the scheduler looks for due fires and queued jobs, in seconds.
 CRAWLFLEET_SCHEDULER_TICK = _env_float("CRAWLFLEET_SCHEDULER_TICK", 1.0)
+# Seconds between reloads of the task table by each scheduler.
+CRAWLFLEET_SCHEDULER_SYNC = _env_float("CRAWLFLEET_SCHEDULER_SYNC", 2.0)
+# Sender threads for schedule.json calls; each keeps a keep-alive connection per node.
+CRAWLFLEET_DISPATCH_WORKERS = int(os.environ.get("CRAWLFLEET_DISPATCH_WORKERS", 16))
 # How often the poller reads every node's job lists and health, in seconds.
 CRAWLFLEET_POLL_INTERVAL = _env_float("CRAWLFLEET_POLL_INTERVAL", 5.0)
 # Timeout of one HTTP call to a Scrapyd node; a dead node never stalls more than this.

@@ -1,4 +1,4 @@
-"""URL map: the admin (also the landing page until the dashboard exists) and the REST API."""
+"""URL map: the admin (the landing page for now) and the REST API."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse

@@ -44,6 +44,8 @@ from scrapy.settings import BaseSettings
 from scrapy_redis import connection
 from scrapy_redis.queue import PriorityQueue
 
+from crawler.sharedkeys import DEFAULT_KEY_PREFIX, crawl_key_base
+
 if TYPE_CHECKING:
     from scrapy import Request
 
@@ -53,7 +55,6 @@ logger = logging.getLogger(__name__)
 # not ours to fix, so keep it out of every shared crawl's log.
 warnings.filterwarnings("ignore", category=ScrapyDeprecationWarning, module=r"scrapy_redis(\.|$)")
 
-DEFAULT_KEY_PREFIX = "crawlfleet:shared"
 CRAWL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -104,7 +105,7 @@ class CrawlKeys:
 
     @classmethod
     def build(cls, prefix: str, spider: str, crawl_id: str) -> CrawlKeys:
-        return cls(f"{prefix}:{{{spider}:{crawl_id}}}")
+        return cls(crawl_key_base(prefix, spider, crawl_id))
 
     @property
     def requests(self) -> str:

@@ -7,6 +7,7 @@ variable of the same name.
 """
 
 from crawler.envsettings import env
+from crawler.sharedkeys import DEFAULT_KEY_PREFIX
 
 BOT_NAME = "crawler"
 SPIDER_MODULES = ["crawler.spiders"]
@@ -91,7 +92,7 @@ KAFKA_CLIENT_LOG_LEVEL = env("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL")
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Only spiders built on crawler.spiders.shared.SharedSpider read these (and use the Redis scheduler).
 # Keys are namespaced <prefix>:{<spider>:<crawl_id>}:*.
-SHARED_KEY_PREFIX = env("SHARED_KEY_PREFIX", "crawlfleet:shared")
+SHARED_KEY_PREFIX = env("SHARED_KEY_PREFIX", DEFAULT_KEY_PREFIX)
 # How often an idle worker looks at the shared queue (Scrapy's own idle check is every 5 s).
 SHARED_IDLE_TICK = env("SHARED_IDLE_TICK", 1.0)
 # Workers heartbeat this often and count as gone after SHARED_WORKER_TIMEOUT without one; keep the

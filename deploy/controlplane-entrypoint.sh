@@ -2,7 +2,7 @@
 # Entrypoint of the control-plane image: the first argument picks the process, the rest are its
 # options. The processes are the same `crawlfleet` subcommands that run outside containers.
 #   migrate                 apply migrations and the env-driven bootstrap once, then exit
-#   web [--no-migrate ...]  dashboard and APIs (gunicorn)
+#   web [--no-migrate ...]  REST API and admin (gunicorn)
 #   scheduler | poller      the background replicas
 #   manage | token | deploy | egg ...   one-off crawlfleet commands
 # Anything else runs as given (a shell for debugging, for example).

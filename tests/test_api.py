@@ -18,11 +18,11 @@ from django.test import Client
 from controlplane.api.models import ApiToken
 from controlplane.deploys.models import NodeDeployment, Project, Version
 from controlplane.jobs.models import Job
+from controlplane.lib.procutil import free_port
 from controlplane.nodes.models import Node
-from controlplane.procutil import free_port
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import create_adhoc_run
 from tests.fixtures.common import VENV_BIN
+from tests.fixtures.jobs import create_adhoc_run
 
 SECRET_PASSWORD = "n0de-Pa55word-never-shown"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from controlplane.demosite import Book
+from demo.bookshop import Book
 
 
 def test_books_spider_writes_every_book_to_csv(run_crawl, demo_site):

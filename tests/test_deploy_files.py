@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from controlplane.procutil import ManagedProcess, free_port
+from controlplane.lib.procutil import ManagedProcess, free_port
 from tests.fixtures.common import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent

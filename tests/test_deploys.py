@@ -19,14 +19,14 @@ from controlplane.deploys.services import (
     delete_version,
     deploy_version,
     rollback,
-    sync_node,
     upload_version,
 )
+from controlplane.deploys.sync import sync_node
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task
-from controlplane.scheduling.runs import create_adhoc_run
 from tests.fixtures.common import REPO_ROOT, VENV_BIN
+from tests.fixtures.jobs import create_adhoc_run
 
 pytestmark = [pytest.mark.scrapyd, pytest.mark.django_db]
 

@@ -22,13 +22,16 @@ from django.utils import timezone
 
 from controlplane.deploys.models import NodeDeployment
 from controlplane.jobs import dispatch as dispatcher
+from controlplane.jobs import placement
 from controlplane.jobs.models import Job
+from controlplane.jobs.runs import create_run
+from controlplane.lib.procutil import free_port
+from controlplane.lib.scrapyd import ScheduleConnection
 from controlplane.nodes.models import Node
-from controlplane.procutil import free_port
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import create_adhoc_run, create_run
 from tests.fixtures import fleet as fleet_kit
 from tests.fixtures.fleet import Fleet, pending_on_nodes, start_idle_nodes, start_run
+from tests.fixtures.jobs import create_adhoc_run
 from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
 
 pytestmark = [pytest.mark.scrapyd]
@@ -95,11 +98,11 @@ def test_pick_node_is_least_loaded_relative_to_capacity_and_weight():
     small = Node(pk=1, name="small", capacity=2, weight=1.0)
     big = Node(pk=2, name="big", capacity=6, weight=1.0)
     heavy = Node(pk=3, name="heavy", capacity=2, weight=4.0)
-    assert dispatcher.pick_node([small, big], Counter()) is big
-    assert dispatcher.pick_node([small, big], Counter({2: 4})) is small  # 5/6 > 1/2
-    assert dispatcher.pick_node([small, heavy], Counter({3: 1})) is heavy  # 2/8 < 1/2
-    assert dispatcher.pick_node([small, heavy], Counter({1: 2, 3: 2})) is None  # full
-    assert dispatcher.pick_node([], Counter()) is None
+    assert placement.pick_node([small, big], Counter()) is big
+    assert placement.pick_node([small, big], Counter({2: 4})) is small  # 5/6 > 1/2
+    assert placement.pick_node([small, heavy], Counter({3: 1})) is heavy  # 2/8 < 1/2
+    assert placement.pick_node([small, heavy], Counter({1: 2, 3: 2})) is None  # full
+    assert placement.pick_node([], Counter()) is None
 
 
 # --- against real nodes -----------------------------------------------------------------------------
@@ -390,7 +393,7 @@ class _StubNode:
 
 
 def test_node_connection_reads_answers_like_the_scrapyd_client():
-    from controlplane.scrapyd import ScrapydError
+    from controlplane.lib.scrapyd import ScrapydError
 
     stub = _StubNode(
         [
@@ -402,7 +405,7 @@ def test_node_connection_reads_answers_like_the_scrapyd_client():
         ]
     )
     try:
-        conn = dispatcher.NodeConnection(stub.url, "ci", "s3cret", timeout=5)
+        conn = ScheduleConnection(stub.url, "ci", "s3cret", timeout=5)
         assert conn.schedule([("project", "p"), ("spider", "s"), ("setting", "A=1=2")]) == "abc"
         expected = ["spider 'x' not found", "credentials (401)", "HTTP 500", "not JSON"]
         for message in expected:
@@ -415,7 +418,7 @@ def test_node_connection_reads_answers_like_the_scrapyd_client():
         assert first["form"]["setting"] == ["A=1=2"]
     finally:
         stub.close()
-    nobody = dispatcher.NodeConnection(f"http://127.0.0.1:{free_port()}", "", "", timeout=5)
+    nobody = ScheduleConnection(f"http://127.0.0.1:{free_port()}", "", "", timeout=5)
     with pytest.raises(ScrapydError) as unreachable:
         nobody.schedule([("project", "p")])
     assert unreachable.value.unreachable
@@ -424,7 +427,7 @@ def test_node_connection_reads_answers_like_the_scrapyd_client():
 def test_node_connection_reconnects_before_sending_never_after():
     stub = _StubNode([], close_after_each=True)
     try:
-        conn = dispatcher.NodeConnection(stub.url, "", "", timeout=5)
+        conn = ScheduleConnection(stub.url, "", "", timeout=5)
         for _ in range(3):
             conn.schedule([("project", "p")])
             time.sleep(0.05)  # the node has closed the connection by now

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.eggs import EggBuildError, InvalidEgg, inspect_egg, validate_version
+from controlplane.lib.eggs import EggBuildError, InvalidEgg, inspect_egg, validate_version
 from tests.fixtures.common import REPO_ROOT, VENV_BIN
 
 

@@ -20,7 +20,7 @@ import pytest
 from django.utils import timezone
 
 from controlplane.jobs.models import Job
-from controlplane.jobs.tracking import Poller
+from controlplane.loops.poller import Poller
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
 from tests.fixtures.fleet import (

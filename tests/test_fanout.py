@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from controlplane.jobs.completion import progress
 from controlplane.jobs.models import Job
-from controlplane.scheduling.completion import progress
 from controlplane.scheduling.models import TaskRun
 from tests.fixtures.fleet import (
     describe_jobs,

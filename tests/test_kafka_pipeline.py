@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from controlplane.demosite import Book
-from controlplane.procutil import free_port
+from controlplane.lib.procutil import free_port
 from crawler.spiders.books import BooksSpider
+from demo.bookshop import Book
 from tests.fixtures.common import CrawlResult
 from tests.fixtures.kafka import KafkaBroker
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.node.config import NodeConfig, NodeConfigError
-from controlplane.node.exits import ExitStore
-from controlplane.node.registration import Registrar, backoff
-from controlplane.node.server import registration_payload
-from controlplane.procutil import free_port
+from controlplane.lib.procutil import free_port
+from scrapydnode.config import NodeConfig, NodeConfigError
+from scrapydnode.exits import ExitStore
+from scrapydnode.registration import Registrar, backoff
+from scrapydnode.server import registration_payload
 from tests.fixtures.common import VENV_BIN
 
 # --- units -----------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ def test_rendered_config_is_complete_and_escaped(tmp_path):
     assert "max_proc          = 3" in text
     assert "poll_interval     = 0.5" in text
     assert "jobstorage        = scrapyd.jobstorage.SqliteJobStorage" in text
-    assert "jobexits.json     = controlplane.node.webservice.JobExits" in text
+    assert "jobexits.json     = scrapydnode.webservice.JobExits" in text
     assert f"eggs_dir          = {tmp_path}/50%%/eggs" in text  # configparser interpolation
     config.write()
     assert (config.dir / "scrapyd.conf").read_text() == text
@@ -145,8 +145,8 @@ def test_node_code_never_imports_django():
         "import sys\n"
         "from controlplane import cli\n"
         "cli.build_parser('node')\n"
-        "import controlplane.node.server, controlplane.node.launcher, controlplane.node.runner\n"
-        "import controlplane.node.webservice, controlplane.eggs\n"
+        "import scrapydnode.server, scrapydnode.launcher, scrapydnode.runner\n"
+        "import scrapydnode.webservice, controlplane.lib.eggs\n"
         "assert not [m for m in sys.modules if m.startswith('django')], 'django imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
@@ -208,7 +208,7 @@ def test_node_answers_with_its_config(shared_scrapyd_node):
     assert status["node_name"] == shared_scrapyd_node.name
     conf = (shared_scrapyd_node.dir / "scrapyd.conf").read_text()
     assert "max_proc          = 4" in conf
-    assert "controlplane.node.launcher.ExitRecordingLauncher" in conf
+    assert "scrapydnode.launcher.ExitRecordingLauncher" in conf
     answer = shared_scrapyd_node.request("GET", "jobexits.json?limit=0", expect="error")
     assert "limit must be between" in answer["message"]
 
@@ -289,7 +289,7 @@ def test_runner_puts_the_deployed_egg_ahead_of_the_installed_package(fail_node, 
     """The venv has ``crawler`` installed (editable); a job must still run the deployed egg."""
     fail_node.deploy(crawler_egg)
     code = (
-        "from controlplane.node.runner import project_environment\n"
+        "from scrapydnode.runner import project_environment\n"
         "with project_environment('crawler'):\n"
         "    import crawler, os\n"
         "    print(crawler.__file__, os.environ['SCRAPY_SETTINGS_MODULE'])\n"

@@ -17,14 +17,14 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from controlplane.jobs import completion
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
+from controlplane.jobs.nodeview import Listing, NodeSession
 from controlplane.jobs.operations import OperationError, cancel_job, retry_now
-from controlplane.jobs.tracking import Listing, NodeSession, Tracker
+from controlplane.jobs.tracking import Tracker
 from controlplane.nodes.models import Node
-from controlplane.scheduling import completion
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import create_adhoc_run
 from tests.fixtures.fleet import (
     FAST,
     Fleet,
@@ -35,6 +35,7 @@ from tests.fixtures.fleet import (
     run_closed,
     start_run,
 )
+from tests.fixtures.jobs import create_adhoc_run
 
 pytestmark = [pytest.mark.scrapyd]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.procutil import ManagedProcess
+from controlplane.lib.procutil import ManagedProcess
 from tests.fixtures.common import REPO_ROOT, wait_until
 from tests.fixtures.postgres import PostgresServer
 
@@ -87,15 +87,15 @@ def _seed(nodes: int, capacity: int, queued: int, cron: str = "* * * * *") -> di
 def _create_run(task_id: int, scheduled_for: str) -> dict[str, Any]:
     from datetime import datetime
 
+    from controlplane.jobs.runs import create_run
     from controlplane.scheduling.models import Task
-    from controlplane.scheduling.runs import create_run
 
     run = create_run(Task.objects.get(pk=task_id), datetime.fromisoformat(scheduled_for))
     return {"run": run.pk if run else None}
 
 
 def _plan(rounds: int) -> dict[str, Any]:
-    from controlplane.jobs.dispatch import plan
+    from controlplane.jobs.placement import plan
 
     claimed: list[int] = []
     for _ in range(rounds):

@@ -18,7 +18,6 @@ from scrapy.exceptions import DownloadConnectionRefusedError, IgnoreRequest, Not
 from scrapy.http import HtmlResponse
 from scrapy.utils.test import get_crawler
 
-from controlplane.demosite import Book
 from crawler.middlewares.proxy import (
     CLOSE_REASON,
     META_PROXY,
@@ -29,6 +28,7 @@ from crawler.middlewares.proxy import (
     parse_proxy_url,
     redact,
 )
+from demo.bookshop import Book
 
 BAN_SETTINGS = {"PROXY_BAN_CODES": [403, 429, 503], "PROXY_BAN_COOLDOWN": 600.0}
 

@@ -12,9 +12,9 @@ import pytest
 
 from controlplane.deploys.models import Project, Version
 from controlplane.jobs.models import Job
-from controlplane.procutil import free_port
-from controlplane.scheduling.runs import create_adhoc_run
+from controlplane.lib.procutil import free_port
 from crawler.extensions.report import jsonable
+from tests.fixtures.jobs import create_adhoc_run
 
 
 def dispatched_job() -> tuple[Job, str]:

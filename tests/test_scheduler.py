@@ -24,15 +24,11 @@ from django.utils import timezone
 
 from controlplane.deploys.models import Project
 from controlplane.jobs.models import Job
+from controlplane.jobs.runs import Fire, create_run, record_fires
+from controlplane.loops.scheduler import Scheduler
 from controlplane.scheduling import cron
+from controlplane.scheduling.fireplan import MAX_LATE_RUNS, MAX_MISSED_RECORDS, plan_fires
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import Fire, create_run, record_fires
-from controlplane.scheduling.scheduler import (
-    MAX_LATE_RUNS,
-    MAX_MISSED_RECORDS,
-    Scheduler,
-    plan_fires,
-)
 from tests.fixtures.common import wait_until
 from tests.fixtures.fleet import Fleet, pending_on_nodes, register_fleet, start_idle_nodes
 from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
@@ -441,7 +437,7 @@ def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_pat
     import subprocess
     import sys
 
-    from controlplane.procutil import ManagedProcess
+    from controlplane.lib.procutil import ManagedProcess
     from tests.fixtures.common import REPO_ROOT, VENV_BIN
 
     env = {

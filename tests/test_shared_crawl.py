@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from controlplane.demosite import Book, DemoServer
-from controlplane.procutil import free_port
+from controlplane.lib.procutil import free_port
 from crawler.redis_support import (
     DEFAULT_KEY_PREFIX,
     CrawlKeys,
@@ -30,6 +29,7 @@ from crawler.redis_support import (
     purge_crawl,
     redact_url,
 )
+from demo.bookshop import Book, DemoServer
 from tests.fixtures.common import REPO_ROOT, VENV_BIN, CrawlResult
 
 pytestmark = pytest.mark.redis

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from controlplane.procutil import free_port
+from controlplane.lib.procutil import free_port
 from tests.fixtures.common import REPO_ROOT
 
 pytestmark = [pytest.mark.scrapyd, pytest.mark.slow]

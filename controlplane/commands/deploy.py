@@ -52,7 +52,7 @@ def _print_nodes(nodes: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace) -> int:
     import requests
 
-    from controlplane.eggs import EggError, build_egg, inspect_egg
+    from controlplane.lib.eggs import EggError, build_egg, inspect_egg
 
     if not args.url:
         return _fail("--url (or CRAWLFLEET_URL) is required", EXIT_USAGE)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from controlplane.eggs import EggError, build_egg
+from controlplane.lib.eggs import EggError, build_egg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from controlplane.node.config import NodeConfig, NodeConfigError, parse_tags
+from scrapydnode.config import NodeConfig, NodeConfigError, parse_tags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controlplane.node.server import run_node
+    from scrapydnode.server import run_node
 
     try:
         return run_node(config_from_args(args))

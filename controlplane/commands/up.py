@@ -41,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from controlplane.procutil import ManagedProcess, ProcessFailed, free_port, port_open
+from controlplane.lib.procutil import ManagedProcess, ProcessFailed, free_port, port_open
 
 EXAMPLE_TASK = "books-demo"
 EXAMPLE_CRON = "*/5 * * * *"
@@ -206,7 +206,7 @@ class Platform:
         setup()
         from django.db import connections
 
-        from controlplane import bootstrap
+        from controlplane.commands import bootstrap
 
         print("applying migrations ...", flush=True)
         bootstrap.migrate(verbosity=0)
@@ -220,7 +220,7 @@ class Platform:
         """The login to print: from the environment, or generated once and kept."""
         from django.contrib.auth import get_user_model
 
-        from controlplane import bootstrap
+        from controlplane.commands import bootstrap
 
         user = os.environ.get("CRAWLFLEET_ADMIN_USER", "")
         password = os.environ.get("CRAWLFLEET_ADMIN_PASSWORD", "")
@@ -271,8 +271,10 @@ class Platform:
         if self.demo_url:
             demo = self.add(
                 "demosite",
-                [sys.executable, "-m", "controlplane.demosite", "--port", str(self.args.demo_port)],
+                [sys.executable, "-m", "demo.bookshop", "--port", str(self.args.demo_port)],
                 port=self.args.demo_port,
+                # The bookshop is demo tooling in the repository, not part of the package.
+                PYTHONPATH=str((self.args.project_dir or default_project_dir()).resolve()),
             )
             self.wait_port(demo, self.args.demo_port, timeout=20)
         web = self.add(
@@ -362,7 +364,7 @@ class Platform:
         return current.version if current.version == state.get("version") else None
 
     def deploy(self, api_token: str) -> None:
-        from controlplane.eggs import EggError, build_egg
+        from controlplane.lib.eggs import EggError, build_egg
 
         project_dir = (self.args.project_dir or default_project_dir()).resolve()
         fingerprint = self.sources_fingerprint(project_dir)

@@ -1,6 +1,6 @@
-"""``crawlfleet web``: the dashboard and the APIs, served by gunicorn in the foreground.
+"""``crawlfleet web``: the REST API, the admin and the spider reports, served by gunicorn.
 
-Start-up runs the migrations (serialised by a lock, see ``controlplane.bootstrap``) and the
+Start-up runs the migrations (serialised by a lock, see ``controlplane.commands.bootstrap``) and the
 env-driven bootstrap, collects the admin's static files if they changed, then hands the process
 to gunicorn's arbiter: SIGTERM drains requests gracefully, SIGINT stops at once. Deployments with
 several replicas run ``--migrate-only`` once and start the replicas with ``--no-migrate``.
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     setup()
     from django.db import connections
 
-    from controlplane import bootstrap
+    from controlplane.commands import bootstrap
 
     if not args.no_migrate:
         bootstrap.migrate(verbosity=1)

@@ -16,6 +16,8 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from controlplane.lib.scrapyd import log_path
+
 
 def new_scrapyd_job_id() -> str:
     """Globally unique, so ids never collide when several tasks share a spider."""
@@ -107,6 +109,15 @@ class Job(models.Model):
             for key, value in fields.items():
                 setattr(self, key, value)
         return won
+
+    @property
+    def log_path(self) -> str:
+        """The job's log, relative to its node's URL."""
+        return log_path(self.project.name, self.spider, self.scrapyd_job_id)
+
+    def log_url_on(self, node: Any) -> str:
+        """Where ``node`` serves this job's log (empty without a node)."""
+        return f"{node.url.rstrip('/')}/{self.log_path}" if node is not None else ""
 
     @property
     def is_final(self) -> bool:

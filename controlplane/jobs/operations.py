@@ -13,8 +13,8 @@ from django.utils import timezone
 from controlplane.jobs.models import Job
 from controlplane.jobs.outcome import CANCEL_OPERATOR
 from controlplane.jobs.retry import create_retry
+from controlplane.lib.scrapyd import ScrapydError
 from controlplane.scheduling.models import TaskRun
-from controlplane.scrapyd import ScrapydError
 
 logger = logging.getLogger(__name__)
 

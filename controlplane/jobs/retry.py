@@ -25,9 +25,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from controlplane.jobs.models import Job
+from controlplane.lib.scrapyd import ScrapydError
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
-from controlplane.scrapyd import ScrapydError
 
 logger = logging.getLogger(__name__)
 

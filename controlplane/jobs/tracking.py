@@ -1,12 +1,10 @@
-"""The poller: node health, job tracking, failure detection, and the retries that follow.
+"""Job tracking: what a node says about its jobs, folded into their rows.
 
-Every cycle each node is polled in its own worker thread: ``daemonstatus.json`` (health), then
-the jobs we believe are on it are read from the database, then ``listjobs.json`` (read after the
-database, so a job dispatched in between is never mistaken for one the node forgot). Each job is
-moved along (``dispatching → pending → running → final``) and ended jobs are classified
-(:mod:`controlplane.jobs.outcome`). A cycle waits at most one interval for the nodes: a node that
-is slow or dead keeps its own thread busy until its bounded timeouts expire and is skipped by the
-following cycles until then, so it never delays the others.
+Each poll of a node is ``daemonstatus.json`` (health), then the jobs we believe are on it are read
+from the database, then ``listjobs.json`` (read after the database, so a job dispatched in between
+is never mistaken for one the node forgot). Each job is moved along
+(``dispatching → pending → running → final``) and ended jobs are classified
+(:mod:`controlplane.jobs.outcome`).
 
 Several pollers may run. Every change is a conditional :meth:`Job.transition` (or an equally
 conditional update), and only the poller whose update changed the row acts on it: it sends the
@@ -18,28 +16,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.deploys.sync import sync_node
 from controlplane.jobs import outcome, retry
 from controlplane.jobs.models import Job
+from controlplane.jobs.nodeview import Listing, NodeSession, parse_node_time
+from controlplane.lib.scrapyd import ScrapydError
 from controlplane.nodes import health
 from controlplane.nodes.models import Node
-from controlplane.scheduling import completion
-from controlplane.scrapyd import ScrapydClient, ScrapydError
 
 logger = logging.getLogger(__name__)
-
-LOG_TAIL_BYTES = 64 * 1024
-LOG_TAIL_MAX_BYTES = 1024 * 1024
 
 
 def cancel_kill_after() -> float:
@@ -47,81 +39,16 @@ def cancel_kill_after() -> float:
     return settings.CRAWLFLEET_CANCEL_KILL_AFTER
 
 
-def parse_node_time(value: str | None) -> datetime | None:
-    """A time from a node: Scrapyd's naive local strings (read as this host's local time, the
-    usual setup where nodes and control plane share a timezone) or ISO times with an offset."""
-    if not value:
-        return None
+def bring_up_to_date(node: Node) -> bool:
+    """Deploy the current versions to a node that (re)joined, so it never refuses a job for a
+    missing egg. A failure is logged and tried again the next time the node comes back; the
+    dispatcher only sends a node versions it holds, so nothing breaks meanwhile."""
     try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.astimezone(UTC)
-
-
-@dataclass
-class Listing:
-    """One ``listjobs.json`` answer, indexed by job id."""
-
-    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    running: dict[str, dict[str, Any]] = field(default_factory=dict)
-    finished: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def from_api(cls, payload: dict[str, list[dict[str, Any]]]) -> Listing:
-        return cls(
-            **{
-                key: {str(entry["id"]): entry for entry in payload.get(key, []) if "id" in entry}
-                for key in ("pending", "running", "finished")
-            }
-        )
-
-    def where(self, job_id: str) -> tuple[str | None, dict[str, Any]]:
-        # Finished first: an id is in one list only, but a stale cache must not revive a job.
-        for name in ("finished", "running", "pending"):
-            entry = getattr(self, name).get(job_id)
-            if entry is not None:
-                return name, entry
-        return None, {}
-
-
-class NodeSession:
-    """One poll of one node: its client, and its exit records fetched only when needed."""
-
-    def __init__(self, node: Node, client: ScrapydClient | None = None) -> None:
-        self.node = node
-        self.client = client or node.client()
-        self._exits: dict[str, dict[str, Any] | None] = {}
-        self.has_exits = True
-
-    def exit_record(self, job_id: str) -> dict[str, Any] | None:
-        """The node's record of how the job's process ended (or that it is still running)."""
-        if not self.has_exits:
-            return None
-        if job_id not in self._exits:
-            try:
-                payload = self.client.get("jobexits.json", job=job_id, limit=1)
-            except ScrapydError as exc:
-                if not exc.unreachable:
-                    self.has_exits = False  # a plain Scrapyd without the service
-                return None
-            records = payload.get("exits") or []
-            self._exits[job_id] = records[0] if records else None
-        return self._exits[job_id]
-
-    def log_tail(self, job: Job) -> str:
-        """The end of the job's log; a larger window if the stats dump started before it."""
-        path = f"logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log"
-        try:
-            text = self.client.tail(path, LOG_TAIL_BYTES)
-            if outcome.STATS_MARKER not in text and len(text.encode()) >= LOG_TAIL_BYTES:
-                text = self.client.tail(path, LOG_TAIL_MAX_BYTES)
-        except ScrapydError as exc:
-            logger.info("no log for job %s on %s: %s", job.pk, self.node.name, exc)
-            return ""
-        return text
+        sync_node(node)
+    except Exception:
+        logger.exception("could not bring node %s up to date", node.name)
+        return False
+    return True
 
 
 class Tracker:
@@ -141,7 +68,7 @@ class Tracker:
                 self.node_lost(node)
             return check
         if check.came_back:
-            health.sync_returning_node(node)
+            bring_up_to_date(node)
         now = timezone.now()
         jobs = list(
             Job.objects.filter(node=node, state__in=Job.ON_NODE).select_related(
@@ -178,7 +105,9 @@ class Tracker:
                 self.watch_running(job, session, entry, now)
         elif where == "pending":
             if job.state == Job.State.DISPATCHING:
-                job.transition([Job.State.DISPATCHING], Job.State.PENDING, log_url=log_url(job))
+                job.transition(
+                    [Job.State.DISPATCHING], Job.State.PENDING, log_url=job.log_url_on(job.node)
+                )
             if job.cancel_requested:
                 self.send_cancel(job, session, signal=None)
         else:
@@ -327,7 +256,7 @@ class Tracker:
         if ended is not None:
             fields["finished_at"] = ended
         if not job.log_url:
-            fields["log_url"] = log_url(job)
+            fields["log_url"] = job.log_url_on(job.node)
         self.end(job, verdict.state, verdict.reason, **fields)
 
     def gather(self, job: Job, session: NodeSession) -> outcome.Evidence:
@@ -416,13 +345,6 @@ class Tracker:
                 del self._stopping[key]
 
 
-def log_url(job: Job) -> str:
-    if job.node is None:
-        return ""
-    base = job.node.url.rstrip("/")
-    return f"{base}/logs/{job.project.name}/{job.spider}/{job.scrapyd_job_id}.log"
-
-
 def nodes_to_poll() -> list[Node]:
     """Enabled nodes, and disabled ones that still have jobs to follow to their end."""
     return list(
@@ -442,84 +364,3 @@ def sweep_orphaned_rows() -> int:
             retry.maybe_retry(job)
             count += 1
     return count
-
-
-@dataclass
-class CycleResult:
-    polled: list[str] = field(default_factory=list)
-    still_running: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    duration: float = 0.0
-
-
-class Poller:
-    """Runs cycles: nodes concurrently, then the fleet-wide sweeps (retries, run completion)."""
-
-    def __init__(self, interval: float | None = None, workers: int | None = None) -> None:
-        self.interval = interval or settings.CRAWLFLEET_POLL_INTERVAL
-        self.tracker = Tracker()
-        self.pool = ThreadPoolExecutor(
-            max_workers=workers or settings.CRAWLFLEET_POLL_WORKERS, thread_name_prefix="poll"
-        )
-        self.inflight: dict[int, tuple[str, Future[Any]]] = {}
-
-    def _poll(self, node: Node) -> None:
-        try:
-            self.tracker.poll_node(node)
-        except Exception:
-            logger.exception("polling node %s failed", node.name)
-        finally:
-            connections.close_all()
-
-    def cycle(self, wait: float | None = None) -> CycleResult:
-        """Poll every node once (nodes still busy from an earlier cycle are skipped), waiting at
-        most ``wait`` seconds (default: one interval) for them, then run the sweeps."""
-        started = time.monotonic()
-        close_old_connections()
-        result = CycleResult()
-        submitted: dict[Future[Any], str] = {}
-        for node in nodes_to_poll():
-            busy = self.inflight.get(node.pk)
-            if busy is not None and not busy[1].done():
-                result.skipped.append(node.name)
-                continue
-            future = self.pool.submit(self._poll, node)
-            self.inflight[node.pk] = (node.name, future)
-            submitted[future] = node.name
-        done, not_done = wait_futures(submitted, timeout=self.interval if wait is None else wait)
-        result.polled = sorted(submitted[f] for f in done)
-        result.still_running = sorted(submitted[f] for f in not_done)
-        for name, job in (("orphaned rows", sweep_orphaned_rows), ("retries", retry.sweep)):
-            try:
-                job()
-            except Exception:
-                logger.exception("%s sweep failed", name)
-        try:
-            completion.sweep()
-        except Exception:
-            logger.exception("run completion sweep failed")
-        self.tracker.forget_stale()
-        result.duration = time.monotonic() - started
-        return result
-
-    def run(self, stop: threading.Event, once: bool = False) -> None:
-        logger.info("poller started: every %.1f s", self.interval)
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                result = self.cycle()
-            except Exception:
-                logger.exception("poll cycle failed")
-                close_old_connections()
-            else:
-                if result.still_running or result.skipped:
-                    logger.info("slow nodes: %s", ", ".join(result.still_running + result.skipped))
-            if once:
-                break
-            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-        logger.info("poller stopping")
-        self.close()
-
-    def close(self) -> None:
-        # Threads blocked on a dead node end with their bounded timeouts; do not wait for them.
-        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,21 +1,19 @@
-"""Health checks of Scrapyd nodes, and bringing a returning node up to date.
+"""Health checks of Scrapyd nodes.
 
 A check is one ``daemonstatus.json`` call with the node's bounded timeout; its outcome is folded
 into the node's state by :meth:`Node.record_check` (up, degraded when slow or failing, down after
-several failures in a row). A node that joins or comes back gets the current versions deployed
-before it is given work, so it never refuses a job for a missing egg.
+several failures in a row).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.lib.scrapyd import ScrapydClient, ScrapydError
 from controlplane.nodes.models import Node
-from controlplane.scrapyd import ScrapydClient, ScrapydError
 
 logger = logging.getLogger(__name__)
 
@@ -56,25 +54,3 @@ def check(node: Node, client: ScrapydClient | None = None) -> HealthCheck:
     if new != old:
         logger.info("node %s is %s (was %s), %.3f s", node.name, new, old, latency)
     return HealthCheck(True, old, new, latency, status)
-
-
-def sync_returning_node(node: Node) -> bool:
-    """Deploy the current versions to a node that (re)joined; False if that is not possible.
-
-    ``deploys.services.sync_node`` is looked up at call time so that health checks keep working
-    on an installation without it. A failed sync is logged and retried the next time the node
-    comes back; the dispatcher only sends a node versions it has, so nothing breaks meanwhile.
-    """
-    try:
-        services = importlib.import_module("controlplane.deploys.services")
-    except ImportError:
-        return False
-    sync_node = getattr(services, "sync_node", None)
-    if sync_node is None:
-        return False
-    try:
-        sync_node(node)
-    except Exception:
-        logger.exception("could not bring node %s up to date", node.name)
-        return False
-    return True

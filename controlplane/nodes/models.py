@@ -9,7 +9,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from controlplane.scrapyd import ScrapydClient
+from controlplane.lib.scrapyd import ScrapydClient
 from controlplane.validators import validate_name, validate_node_url, validate_tags
 
 

@@ -23,10 +23,11 @@ from controlplane.api.schemas import (
     NodeRegisterOut,
     SyncOut,
 )
-from controlplane.deploys.services import SyncOutcome, summarize, sync_node
+from controlplane.deploys.nodecalls import summarize
+from controlplane.deploys.sync import SyncOutcome, sync_node
 from controlplane.jobs.models import Job
+from controlplane.lib.scrapyd import ScrapydError
 from controlplane.nodes.models import Node
-from controlplane.scrapyd import ScrapydError
 
 logger = logging.getLogger(__name__)
 router = Router(tags=["nodes"])

@@ -20,7 +20,7 @@ from controlplane.api.schemas import (
 )
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
-from controlplane.eggs import MAX_EGG_BYTES, InvalidEgg, inspect_egg
+from controlplane.lib.eggs import MAX_EGG_BYTES, InvalidEgg, inspect_egg
 from controlplane.nodes.models import Node
 
 router = Router(tags=["projects"])

@@ -19,10 +19,10 @@ from controlplane.api.errors import ApiError, field_errors, not_found, summary
 from controlplane.api.schemas import CronQuery, PreviewOut, RunOut, TaskIn, TaskOut, TaskPatch
 from controlplane.deploys.models import Project
 from controlplane.jobs.models import Job
+from controlplane.jobs.runs import create_run
 from controlplane.nodes.models import Node
 from controlplane.scheduling import cron
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import create_run
 
 router = Router(tags=["tasks"])
 MAX_PREVIEW = 100

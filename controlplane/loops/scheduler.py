@@ -6,13 +6,13 @@ wake-up does is decided from the database, so replicas and restarts agree:
 
 * Each task has a bookmark, ``fired_through``: every fire at or before it has been handled. On
   every wake-up (and every sync, as a safety net) the fires in ``(fired_through, now]`` of each due
-  task are recorded in one transaction (:func:`~controlplane.scheduling.runs.record_fires`): the
+  task are recorded in one transaction (:func:`~controlplane.jobs.runs.record_fires`): the
   unique (task, scheduled_for) constraint makes a racing replica's insert fail, so a fire is
   recorded once. The bookmark then moves with a conditional update (``WHERE fired_through = old``).
 * A fire later than the task's ``misfire_grace`` is recorded as missed. After an outage only the
-  newest :data:`MAX_LATE_RUNS` fires within the grace run; older ones are recorded as missed, at
-  most :data:`MAX_MISSED_RECORDS` per task, so a per-second task down for a week costs nothing.
-* A sync every :data:`SYNC_INTERVAL` seconds reloads the task table (compared by ``updated_at``)
+  newest few fires within the grace run; older ones are recorded as missed, at most a bounded
+  number per task (:mod:`controlplane.scheduling.fireplan`), so a per-second task down for a week costs nothing.
+* A sync every ``CRAWLFLEET_SCHEDULER_SYNC`` seconds reloads the task table (compared by ``updated_at``)
   and adds, reschedules or removes APScheduler jobs. A task enabled again, or given a new cron or
   timezone, starts counting from that change, not from its old bookmark.
 
@@ -31,8 +31,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
@@ -45,18 +44,14 @@ from django.db import DatabaseError, close_old_connections, connections, transac
 from django.utils import timezone
 
 from controlplane.jobs import dispatch as dispatcher
+from controlplane.jobs import placement
+from controlplane.jobs.runs import Fire, record_fires
 from controlplane.scheduling import cron
+from controlplane.scheduling.fireplan import ONE_MICROSECOND, FirePlan, TaskSchedule, plan_fires
 from controlplane.scheduling.models import Task, TaskRun
-from controlplane.scheduling.runs import Fire, record_fires
 
 logger = logging.getLogger(__name__)
 
-# How often the task table is reloaded, in seconds.
-SYNC_INTERVAL = float(os.environ.get("CRAWLFLEET_SCHEDULER_SYNC", "2.0"))
-# After an outage, at most this many late fires (within misfire_grace) of a task run.
-MAX_LATE_RUNS = 3
-# At most this many fires a task missed are recorded; older ones are only counted in the log.
-MAX_MISSED_RECORDS = 100
 # Jobs claimed per planning transaction.
 DISPATCH_BATCH = 500
 # Tasks whose fires are recorded per transaction: short write transactions keep other processes
@@ -65,104 +60,7 @@ FIRE_CHUNK = 100
 # A smaller first chunk, so the first jobs of a burst go out while the rest are being recorded.
 FIRST_FIRE_CHUNK = 25
 
-_ONE_MICRO = timedelta(microseconds=1)
 _T = TypeVar("_T")
-
-
-@dataclass
-class FirePlan:
-    """What to do with one task's fires in a window: run some, record some as missed."""
-
-    fires: list[tuple[datetime, str]]  # (fire time, missed reason or "" to run it)
-    newest: datetime | None  # the new bookmark
-
-    @property
-    def to_run(self) -> list[datetime]:
-        return [at for at, reason in self.fires if not reason]
-
-    @property
-    def missed(self) -> list[datetime]:
-        return [at for at, reason in self.fires if reason]
-
-
-def plan_fires(
-    trigger: cron.WallClockCronTrigger,
-    start: datetime,
-    now: datetime,
-    grace_seconds: float,
-    times: list[datetime] | None = None,
-) -> FirePlan:
-    """Fires in (start, now]: the newest few within the grace run, the rest are missed.
-
-    ``times``: those fires, when the caller already knows them.
-    """
-    if times is None:
-        times = cron.newest_fire_times(trigger, start, now, MAX_LATE_RUNS + MAX_MISSED_RECORDS)
-    if not times:
-        return FirePlan([], None)
-    cutoff = now - timedelta(seconds=grace_seconds)
-    late = [t for t in times if t > cutoff]
-    run = set(late[-MAX_LATE_RUNS:])
-    fires = []
-    for at in times:
-        if at in run:
-            fires.append((at, ""))
-        elif at > cutoff:
-            fires.append(
-                (at, f"superseded: after an outage only the newest {MAX_LATE_RUNS} late fires run")
-            )
-        else:
-            late_by = (now - at).total_seconds()
-            fires.append(
-                (
-                    at,
-                    f"the scheduler saw this fire {late_by:.0f}s late, more than the "
-                    f"misfire grace of {grace_seconds:g}s",
-                )
-            )
-    return FirePlan(fires, times[-1])
-
-
-@dataclass
-class TaskSchedule:
-    """What the scheduler knows of one task between syncs."""
-
-    task_id: int
-    name: str
-    cron: str
-    timezone: str
-    enabled: bool
-    updated_at: datetime
-    created_at: datetime
-    fired_through: datetime | None
-    trigger: cron.WallClockCronTrigger | None
-    # Fires at or before this were not due (the task was disabled or had another schedule).
-    floor: datetime | None = None
-    next_fire: datetime | None = None
-    next_fire_after: datetime | None = None  # the start next_fire was computed from
-
-    def start(self, fired_through: datetime | None = None) -> datetime:
-        start = fired_through or self.fired_through or self.created_at
-        if self.floor is not None and self.floor > start:
-            start = self.floor
-        return start
-
-    def refresh_next_fire(self) -> None:
-        if not self.enabled or self.trigger is None:
-            self.next_fire = self.next_fire_after = None
-            return
-        start = self.start()
-        if start == self.next_fire_after:
-            return
-        self.next_fire = self.trigger.next_at_or_after(start.astimezone(UTC) + _ONE_MICRO)
-        self.next_fire_after = start
-
-    def schedule_changed(self, other: TaskSchedule) -> bool:
-        return (self.cron, self.timezone, self.enabled) != (
-            other.cron,
-            other.timezone,
-            other.enabled,
-        )
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -178,12 +76,14 @@ class Scheduler:
         self,
         *,
         tick: float | None = None,
-        sync_interval: float = SYNC_INTERVAL,
+        sync_interval: float | None = None,
         dispatch_jobs: bool = True,
         name: str = "",
     ) -> None:
         self.tick = tick if tick is not None else settings.CRAWLFLEET_SCHEDULER_TICK
-        self.sync_interval = sync_interval
+        self.sync_interval = (
+            settings.CRAWLFLEET_SCHEDULER_SYNC if sync_interval is None else sync_interval
+        )
         self.dispatch_jobs = dispatch_jobs
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.schedules: dict[int, TaskSchedule] = {}
@@ -388,7 +288,7 @@ class Scheduler:
         plans: list[FirePlan] = []
         advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
         handled: list[tuple[TaskSchedule, datetime, datetime | None]] = []
-        with dispatcher.WRITE_LOCK, transaction.atomic():
+        with placement.WRITE_LOCK, transaction.atomic():
             tasks = (
                 Task.objects.filter(pk__in=task_ids, enabled=True)
                 .select_related("project__current_version", "version")
@@ -409,7 +309,7 @@ class Scheduler:
                 if start == schedule.next_fire_after and schedule.next_fire is not None:
                     # The usual wake-up: one fire, already known; is there a second one due?
                     following = trigger.next_at_or_after(
-                        schedule.next_fire.astimezone(UTC) + _ONE_MICRO
+                        schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
                     )
                     if following is None or following > now:
                         known = [schedule.next_fire] if schedule.next_fire <= now else []
@@ -451,7 +351,7 @@ class Scheduler:
         accepted = 0
         while not self._stopping.is_set():
             started = time.monotonic()
-            placements = dispatcher.plan(DISPATCH_BATCH)
+            placements = placement.plan(DISPATCH_BATCH)
             if not placements:
                 break
             planned = time.monotonic()

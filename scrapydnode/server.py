@@ -13,8 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from controlplane.node.config import WILDCARD_BINDS, NodeConfig, NodeConfigError
-from controlplane.node.registration import Registrar
+from scrapydnode.config import WILDCARD_BINDS, NodeConfig, NodeConfigError
+from scrapydnode.registration import Registrar
 
 logger = logging.getLogger("crawlfleet.node")
 TXAPP = Path(__file__).with_name("txapp.py")  # passed to twistd by path, never imported here

@@ -1,6 +1,6 @@
 """Scrapyd's launcher, plus a record of each crawl process's real exit (see ``exits``).
 
-Selected with ``launcher = controlplane.node.launcher.ExitRecordingLauncher`` in scrapyd.conf.
+Selected with ``launcher = scrapydnode.launcher.ExitRecordingLauncher`` in scrapyd.conf.
 Recording must never break launching, so every store call is guarded.
 """
 
@@ -15,7 +15,7 @@ from scrapyd.launcher import Launcher, ScrapyProcessProtocol, get_crawl_args
 from twisted.internet import error, reactor
 from twisted.logger import Logger
 
-from controlplane.node.exits import ExitStore
+from scrapydnode.exits import ExitStore
 
 log = Logger()
 

@@ -195,31 +195,3 @@ def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
         if run is not None:
             created.append(run)
     return created
-
-
-def create_adhoc_run(
-    project: Project,
-    spider: str,
-    *,
-    version: Version | None = None,
-    args: dict[str, str] | None = None,
-    settings: dict[str, str] | None = None,
-    trigger: str = TaskRun.Trigger.API,
-    job_id: str | None = None,
-) -> Job:
-    """A one-off run outside any task (Scrapyd-compatible schedule.json, manual runs)."""
-    version = resolve_version(project, version)
-    with transaction.atomic():
-        run = TaskRun.objects.create(task=None, trigger=trigger, scheduled_for=timezone.now())
-        job = Job(
-            run=run,
-            project=project,
-            spider=spider,
-            version=version,
-            args=dict(args or {}),
-            settings=dict(settings or {}),
-        )
-        if job_id:
-            job.scrapyd_job_id = job_id
-        job.save()
-    return job

@@ -1,4 +1,4 @@
-"""``manage.py runpoller``: the poller loop (see controlplane.jobs.tracking)."""
+"""``runpoller``: the poller loop (see :mod:`controlplane.loops.poller`)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from controlplane.commands import poller as cli
-from controlplane.jobs.tracking import Poller
+from controlplane.loops.poller import Poller
 
 
 class Command(BaseCommand):
-    help = "Watch nodes and jobs: health, job states, failure detection, retries."
+    help = "Watch nodes and jobs: health, job states, failure detection, retries. Safe as replicas."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        cli.add_arguments(parser)
+        parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="seconds between cycles (default: CRAWLFLEET_POLL_INTERVAL)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()

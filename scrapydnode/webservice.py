@@ -34,7 +34,7 @@ class JobExits(WsResource):
         if store is None:
             raise error.Error(
                 code=http.OK,
-                message=b"jobexits.json needs launcher = controlplane.node.launcher."
+                message=b"jobexits.json needs launcher = scrapydnode.launcher."
                 b"ExitRecordingLauncher in scrapyd.conf",
             )
         if not 1 <= limit <= MAX_LIMIT:

@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from controlplane.procutil import port_open
+from controlplane.lib.procutil import port_open
 
 logger = logging.getLogger("crawlfleet.node.registration")
 

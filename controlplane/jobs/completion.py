@@ -25,10 +25,9 @@ from django.utils import timezone
 from controlplane.jobs.models import Job
 from controlplane.jobs.retry import will_retry
 from controlplane.scheduling.models import TaskRun
+from crawler.sharedkeys import DEFAULT_KEY_PREFIX, crawl_key_base
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_REDIS_KEY_PREFIX = "crawlfleet:shared"  # crawler.redis_support.DEFAULT_KEY_PREFIX
 
 
 def latest_attempts(jobs: list[Job]) -> dict[int, Job]:
@@ -175,8 +174,8 @@ def purge_shared_crawl(run: TaskRun) -> int:
         return 0
     import redis  # only control planes with fan-out runs need it
 
-    prefix = str(first.settings.get("SHARED_KEY_PREFIX") or DEFAULT_REDIS_KEY_PREFIX)
-    base = f"{prefix}:{{{first.spider}:{run.crawl_id}}}"
+    prefix = str(first.settings.get("SHARED_KEY_PREFIX") or DEFAULT_KEY_PREFIX)
+    base = crawl_key_base(prefix, first.spider, run.crawl_id)
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         keys = list(client.scan_iter(match=_glob_escape(base) + "*", count=500))

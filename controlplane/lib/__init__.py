@@ -1,0 +1,1 @@
+"""Helpers that never import Django: the Scrapyd client, egg inspection, process helpers."""

@@ -1,0 +1,108 @@
+"""The poller loop: every node polled concurrently, then the fleet-wide sweeps.
+
+Every cycle each node is polled (:class:`controlplane.jobs.tracking.Tracker`) in its own worker
+thread. A cycle waits at most one interval for the nodes: a node that is slow or dead keeps its
+own thread busy until its bounded timeouts expire and is skipped by the following cycles until
+then, so it never delays the others. After the nodes come the sweeps: jobs whose node row is gone,
+due retries, and runs whose last attempt ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from controlplane.jobs import completion, retry
+from controlplane.jobs.tracking import Tracker, nodes_to_poll, sweep_orphaned_rows
+from controlplane.nodes.models import Node
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleResult:
+    polled: list[str] = field(default_factory=list)
+    still_running: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+
+class Poller:
+    """Runs cycles: nodes concurrently, then the fleet-wide sweeps (retries, run completion)."""
+
+    def __init__(self, interval: float | None = None, workers: int | None = None) -> None:
+        self.interval = interval or settings.CRAWLFLEET_POLL_INTERVAL
+        self.tracker = Tracker()
+        self.pool = ThreadPoolExecutor(
+            max_workers=workers or settings.CRAWLFLEET_POLL_WORKERS, thread_name_prefix="poll"
+        )
+        self.inflight: dict[int, tuple[str, Future[Any]]] = {}
+
+    def _poll(self, node: Node) -> None:
+        try:
+            self.tracker.poll_node(node)
+        except Exception:
+            logger.exception("polling node %s failed", node.name)
+        finally:
+            connections.close_all()
+
+    def cycle(self, wait: float | None = None) -> CycleResult:
+        """Poll every node once (nodes still busy from an earlier cycle are skipped), waiting at
+        most ``wait`` seconds (default: one interval) for them, then run the sweeps."""
+        started = time.monotonic()
+        close_old_connections()
+        result = CycleResult()
+        submitted: dict[Future[Any], str] = {}
+        for node in nodes_to_poll():
+            busy = self.inflight.get(node.pk)
+            if busy is not None and not busy[1].done():
+                result.skipped.append(node.name)
+                continue
+            future = self.pool.submit(self._poll, node)
+            self.inflight[node.pk] = (node.name, future)
+            submitted[future] = node.name
+        done, not_done = wait_futures(submitted, timeout=self.interval if wait is None else wait)
+        result.polled = sorted(submitted[f] for f in done)
+        result.still_running = sorted(submitted[f] for f in not_done)
+        for name, job in (("orphaned rows", sweep_orphaned_rows), ("retries", retry.sweep)):
+            try:
+                job()
+            except Exception:
+                logger.exception("%s sweep failed", name)
+        try:
+            completion.sweep()
+        except Exception:
+            logger.exception("run completion sweep failed")
+        self.tracker.forget_stale()
+        result.duration = time.monotonic() - started
+        return result
+
+    def run(self, stop: threading.Event, once: bool = False) -> None:
+        logger.info("poller started: every %.1f s", self.interval)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                result = self.cycle()
+            except Exception:
+                logger.exception("poll cycle failed")
+                close_old_connections()
+            else:
+                if result.still_running or result.skipped:
+                    logger.info("slow nodes: %s", ", ".join(result.still_running + result.skipped))
+            if once:
+                break
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        logger.info("poller stopping")
+        self.close()
+
+    def close(self) -> None:
+        # Threads blocked on a dead node end with their bounded timeouts; do not wait for them.
+        self.pool.shutdown(wait=False, cancel_futures=True)
