@@ -154,7 +154,7 @@ def test_fires_of_a_task_with_an_invalid_cron_are_not_attempted(db, caplog):
 
 
 def test_a_fire_whose_transaction_failed_is_tried_again(db, monkeypatch):
-    from controlplane.scheduling import scheduler as scheduler_module
+    from controlplane.loops import scheduler as scheduler_module
 
     task = new_task(project_with_version(), cron="* * * * *")
     now = timezone.now().replace(second=10, microsecond=0)
