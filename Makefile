@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/crawlfleet
 export CRAWLFLEET_CACHE_DIR := $(CACHE)
 
-.PHONY: bootstrap run test lint format kafka clean
+.PHONY: bootstrap run test unit lint format kafka clean
 
 $(VENV)/.installed: pyproject.toml
 	bash deploy/dev/bootstrap.sh "$(VENV)"
@@ -27,9 +27,13 @@ format: bootstrap
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Lint, then the whole suite against real services.
+## Lint, then the whole suite: tests/unit (no service) and tests/integration (real services).
 test: bootstrap kafka lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The unit tests alone: no service is started, well under 30 s.
+unit: bootstrap
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

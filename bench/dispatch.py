@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 VENV_BIN = Path(sys.executable).parent
 
 from controlplane.lib.procutil import ManagedProcess, free_port  # noqa: E402
+from tests.fixtures.common import start_schedulers  # noqa: E402
 
 LEAD = 6.0  # seconds between setting a fire time and the fire (the scheduler syncs every 2 s)
 SPIDER = "books"
@@ -164,15 +165,7 @@ def main() -> None:
             ]
         )
         env = {**os.environ, "CRAWLFLEET_PUBLIC_URL": "http://127.0.0.1:9"}
-        for index in range(args.replicas):
-            schedulers.append(
-                ManagedProcess(
-                    f"scheduler-{index}",
-                    [str(VENV_BIN / "crawlfleet"), "scheduler", f"--name=bench-{index}"],
-                    log_path=workdir / f"scheduler-{index}.log",
-                    env=env,
-                ).start()
-            )
+        schedulers += start_schedulers(args.replicas, env, workdir, "bench")
         time.sleep(3)
 
         summary: list[tuple[float, float, float]] = []

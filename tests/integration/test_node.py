@@ -39,7 +39,7 @@ def test_rendered_config_is_complete_and_escaped(tmp_path):
 
 def test_deploy_template_is_the_rendered_one(repo_root):
     template = repo_root / "deploy" / "scrapyd" / "scrapyd.conf.template"
-    packaged = repo_root / "controlplane" / "node" / "templates" / "scrapyd.conf"
+    packaged = repo_root / "scrapydnode" / "templates" / "scrapyd.conf"
     assert template.read_text() == packaged.read_text()
 
 

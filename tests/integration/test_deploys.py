@@ -5,10 +5,8 @@ Each test checks what the nodes themselves report (``listversions.json``), not o
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
-import zipfile
 
 import pytest
 
@@ -25,7 +23,7 @@ from controlplane.deploys.sync import sync_node
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task
-from tests.fixtures.common import REPO_ROOT, VENV_BIN
+from tests.fixtures.common import REPO_ROOT, VENV_BIN, zip_bytes
 from tests.fixtures.jobs import create_adhoc_run
 
 pytestmark = [pytest.mark.scrapyd, pytest.mark.django_db]
@@ -40,14 +38,6 @@ def add_nodes(scrapyd_nodes: list) -> list[Node]:
 
 def versions_on(node, project: str) -> list[str]:
     return node.get("listversions.json", project=project)["versions"]
-
-
-def make_egg(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 ENTRY_POINTS = "[scrapy]\nsettings = broken.settings\n"
@@ -79,7 +69,7 @@ def test_upload_deploys_to_every_node_in_one_action(three, failproject_egg):
     assert not again.created
     assert again.ok
     with pytest.raises(DeployError) as conflict:
-        upload_version("fleetwide", "100", make_egg({"EGG-INFO/entry_points.txt": ENTRY_POINTS}))
+        upload_version("fleetwide", "100", zip_bytes({"EGG-INFO/entry_points.txt": ENTRY_POINTS}))
     assert conflict.value.status in (409, 422)
 
 
@@ -87,9 +77,9 @@ def test_upload_deploys_to_every_node_in_one_action(three, failproject_egg):
     ("egg", "message"),
     [
         (b"this is not a zip file", "not a zip file"),
-        (make_egg({"broken/__init__.py": "", "broken/settings.py": ""}), "entry_points.txt"),
+        (zip_bytes({"broken/__init__.py": "", "broken/settings.py": ""}), "entry_points.txt"),
         (
-            make_egg(
+            zip_bytes(
                 {
                     "EGG-INFO/entry_points.txt": ENTRY_POINTS,
                     "broken/__init__.py": "",
@@ -117,7 +107,7 @@ def test_invalid_egg_is_refused_before_anything_is_stored(three, egg, message):
 
 def test_egg_every_node_rejects_is_cleaned_off_the_nodes(three):
     add_nodes(three)
-    egg = make_egg(
+    egg = zip_bytes(
         {
             "EGG-INFO/entry_points.txt": ENTRY_POINTS,
             "EGG-INFO/PKG-INFO": "Metadata-Version: 1.1\nName: broken\nVersion: 7\n",
@@ -302,7 +292,7 @@ def test_deploy_cli_uploads_and_reports_every_node(
 
     broken = tmp_path / "broken.egg"
     broken.write_bytes(
-        make_egg(
+        zip_bytes(
             {
                 "EGG-INFO/entry_points.txt": ENTRY_POINTS,
                 "EGG-INFO/PKG-INFO": "Metadata-Version: 1.1\nName: broken\nVersion: 44\n",

@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.lib.procutil import ManagedProcess
-from tests.fixtures.common import REPO_ROOT, wait_until
+from tests.fixtures.common import REPO_ROOT, start_schedulers, wait_until
 from tests.fixtures.postgres import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -307,15 +306,7 @@ def test_scheduler_replicas_fire_every_second_exactly_once(
     """Three real `crawlfleet scheduler` processes on one per-second task: no fire twice or lost."""
     task_id = _result(_run(_worker("seed", "0", "1", "0", "* * * * * *"), migrated_env))["task"]
     env = {**migrated_env, "CRAWLFLEET_SCHEDULER_TICK": "0.5", "CRAWLFLEET_LOG_LEVEL": "INFO"}
-    replicas = [
-        ManagedProcess(
-            f"scheduler-{i}",
-            _crawlfleet("scheduler", "--name", f"replica-{i}", "--sync-interval", "0.5"),
-            log_path=tmp_path / f"scheduler-{i}.log",
-            env=env,
-        ).start()
-        for i in range(3)
-    ]
+    replicas = start_schedulers(3, env, tmp_path, "replica", "--sync-interval", "0.5")
     try:
         time.sleep(10)
         for proc in replicas:

@@ -27,9 +27,9 @@ from controlplane.jobs.models import Job
 from controlplane.jobs.runs import Fire, create_run, record_fires
 from controlplane.loops.scheduler import Scheduler
 from controlplane.scheduling import cron
-from controlplane.scheduling.fireplan import MAX_LATE_RUNS, MAX_MISSED_RECORDS, plan_fires
+from controlplane.scheduling.fireplan import MAX_LATE_RUNS, MAX_MISSED_RECORDS
 from controlplane.scheduling.models import Task, TaskRun
-from tests.fixtures.common import wait_until
+from tests.fixtures.common import start_schedulers, wait_until
 from tests.fixtures.fleet import Fleet, pending_on_nodes, register_fleet, start_idle_nodes
 from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
 
@@ -61,36 +61,6 @@ def new_task(project: Project, **fields: Any) -> Task:
 
 def runs_of(task: Task) -> list[TaskRun]:
     return list(TaskRun.objects.filter(task=task).order_by("scheduled_for"))
-
-
-# --- fire planning ----------------------------------------------------------------------------------
-def test_plan_fires_runs_fires_within_the_grace_and_records_older_ones_missed():
-    trigger = cron.parse("* * * * *")
-    now = utc(2025, 1, 1, 10, 0, 30)
-    plan = plan_fires(trigger, utc(2025, 1, 1, 9, 55, 30), now, grace_seconds=60)
-    assert plan.to_run == [utc(2025, 1, 1, 10, 0)]
-    assert plan.missed == [utc(2025, 1, 1, 9, m) for m in (56, 57, 58, 59)]
-    assert plan.newest == utc(2025, 1, 1, 10, 0)
-    assert "more than the misfire grace of 60s" in dict(plan.fires)[utc(2025, 1, 1, 9, 56)]
-
-
-def test_plan_fires_after_a_long_outage_is_bounded():
-    trigger = cron.parse("* * * * * *")
-    now = utc(2025, 1, 8, 12)
-    started = time.monotonic()
-    plan = plan_fires(trigger, now - timedelta(days=7), now, grace_seconds=60)
-    assert time.monotonic() - started < 1.0
-    assert plan.to_run == [now - timedelta(seconds=s) for s in range(MAX_LATE_RUNS - 1, -1, -1)]
-    assert len(plan.missed) == MAX_MISSED_RECORDS
-    assert plan.newest == now
-    superseded = dict(plan.fires)[now - timedelta(seconds=MAX_LATE_RUNS)]
-    assert superseded.startswith("superseded")
-
-
-def test_plan_fires_with_nothing_due():
-    plan = plan_fires(cron.parse("0 0 1 1 *"), utc(2025, 1, 2), utc(2025, 6, 1), 60)
-    assert plan.fires == []
-    assert plan.newest is None
 
 
 # --- recording fires in-process ----------------------------------------------------------------------
@@ -437,7 +407,6 @@ def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_pat
     import subprocess
     import sys
 
-    from controlplane.lib.procutil import ManagedProcess
     from tests.fixtures.common import REPO_ROOT, VENV_BIN
 
     env = {
@@ -459,7 +428,7 @@ def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_pat
     def worker(action: str) -> dict[str, Any]:
         code = (
             "from controlplane.django_setup import setup; setup(); "
-            f"from tests.test_scheduler import _pg_worker; _pg_worker({action!r})"
+            f"from tests.integration.test_scheduler import _pg_worker; _pg_worker({action!r})"
         )
         output = run([sys.executable, "-c", code])
         line = next(x for x in output.splitlines() if x.startswith("RESULT "))
@@ -467,15 +436,7 @@ def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_pat
 
     run([str(VENV_BIN / "crawlfleet"), "manage", "migrate", "--verbosity", "0"])
     worker("seed")
-    replicas = [
-        ManagedProcess(
-            f"pg-scheduler-{i}",
-            [str(VENV_BIN / "crawlfleet"), "scheduler", f"--name=pg-{i}"],
-            log_path=tmp_path / f"pg-scheduler-{i}.log",
-            env=env,
-        ).start()
-        for i in range(2)
-    ]
+    replicas = start_schedulers(2, env, tmp_path, "pg")
     try:
         time.sleep(10)
         stop_gracefully(*replicas)

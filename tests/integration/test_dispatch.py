@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from controlplane.deploys.models import NodeDeployment
 from controlplane.jobs import dispatch as dispatcher
-from controlplane.jobs import placement
 from controlplane.jobs.models import Job
 from controlplane.jobs.runs import create_run
 from controlplane.lib.procutil import free_port
@@ -91,18 +90,6 @@ def idle_nodes(session_scrapyd_nodes: NodeFactory, crawler_egg: EggFile) -> list
 
 def node_names(fleet: Fleet) -> list[str]:
     return [row.name for row in fleet.rows]
-
-
-# --- picking ----------------------------------------------------------------------------------------
-def test_pick_node_is_least_loaded_relative_to_capacity_and_weight():
-    small = Node(pk=1, name="small", capacity=2, weight=1.0)
-    big = Node(pk=2, name="big", capacity=6, weight=1.0)
-    heavy = Node(pk=3, name="heavy", capacity=2, weight=4.0)
-    assert placement.pick_node([small, big], Counter()) is big
-    assert placement.pick_node([small, big], Counter({2: 4})) is small  # 5/6 > 1/2
-    assert placement.pick_node([small, heavy], Counter({3: 1})) is heavy  # 2/8 < 1/2
-    assert placement.pick_node([small, heavy], Counter({1: 2, 3: 2})) is None  # full
-    assert placement.pick_node([], Counter()) is None
 
 
 # --- against real nodes -----------------------------------------------------------------------------

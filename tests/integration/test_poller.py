@@ -1,13 +1,12 @@
 """The poller against real Scrapyd nodes: tracking, cancel, retry-now, health, completion.
 
 The poller runs in this process (``Poller.cycle()``) so each step can be checked as it happens;
-tests/test_failures.py runs it as ``crawlfleet poller`` processes. The fleet, the fast settings
+tests/integration/test_failures.py runs it as ``crawlfleet poller`` processes. The fleet, the fast settings
 and the helpers that drive it come from tests/fixtures/fleet.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import socket
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from controlplane.jobs import completion
+from controlplane.jobs import completion, tracking
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
 from controlplane.jobs.nodeview import Listing, NodeSession
@@ -206,8 +205,7 @@ def test_retry_now_starts_a_waiting_retry_at_once(fleet, poller):
 # --- health ----------------------------------------------------------------------------------
 def test_node_down_loses_its_jobs_and_a_returning_node_is_synced(fleet, poller, monkeypatch):
     synced: list[str] = []
-    services = importlib.import_module("controlplane.deploys.services")
-    monkeypatch.setattr(services, "sync_node", lambda node: synced.append(node.name))
+    monkeypatch.setattr(tracking, "sync_node", lambda node: synced.append(node.name))
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused

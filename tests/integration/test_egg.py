@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import re
 import subprocess
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.lib.eggs import EggBuildError, InvalidEgg, inspect_egg, validate_version
-from tests.fixtures.common import REPO_ROOT, VENV_BIN
+from tests.fixtures.common import REPO_ROOT, VENV_BIN, zip_bytes
 
 
 def _litter() -> set[str]:
@@ -23,14 +22,6 @@ def _litter() -> set[str]:
             if path.name == "build" or path.name.endswith(".egg-info"):
                 found.add(str(path))
     return found
-
-
-def _zip(members: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in members.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 SCRAPY_ENTRY = "[scrapy]\nsettings = demo.settings\n"
@@ -93,7 +84,7 @@ def test_versions_are_numeric_and_sort_as_numbers():
     assert "invalid egg version 'r10'" in proc.stderr
 
 
-def test_inspect_egg_rejects_what_is_not_a_zip():
+def test_inspect_egg_rejects_what_is_not_azip_bytes():
     with pytest.raises(InvalidEgg, match="not a zip file"):
         inspect_egg(b"print('hello')")
     with pytest.raises(InvalidEgg, match="empty"):
@@ -111,7 +102,7 @@ def test_inspect_egg_rejects_what_is_not_a_zip():
     ],
 )
 def test_inspect_egg_rejects_path_traversal(member, message):
-    data = _zip(
+    data = zip_bytes(
         {
             "EGG-INFO/entry_points.txt": SCRAPY_ENTRY,
             "demo/__init__.py": "",
@@ -125,17 +116,19 @@ def test_inspect_egg_rejects_path_traversal(member, message):
 
 def test_inspect_egg_requires_the_scrapy_settings_entry_point():
     with pytest.raises(InvalidEgg, match=r"no EGG-INFO/entry_points\.txt"):
-        inspect_egg(_zip({"demo/__init__.py": "", "demo/settings.py": ""}))
+        inspect_egg(zip_bytes({"demo/__init__.py": "", "demo/settings.py": ""}))
     with pytest.raises(InvalidEgg, match="no Scrapy settings entry point"):
         inspect_egg(
-            _zip({"EGG-INFO/entry_points.txt": "[console_scripts]\nx = y:z\n", "demo/a.py": ""})
+            zip_bytes(
+                {"EGG-INFO/entry_points.txt": "[console_scripts]\nx = y:z\n", "demo/a.py": ""}
+            )
         )
     with pytest.raises(InvalidEgg, match="not in the egg"):
-        inspect_egg(_zip({"EGG-INFO/entry_points.txt": SCRAPY_ENTRY, "other/__init__.py": ""}))
+        inspect_egg(zip_bytes({"EGG-INFO/entry_points.txt": SCRAPY_ENTRY, "other/__init__.py": ""}))
 
 
 def test_inspect_egg_enforces_size_limits():
-    data = _zip({"EGG-INFO/entry_points.txt": SCRAPY_ENTRY, "demo/settings.py": "x" * 1000})
+    data = zip_bytes({"EGG-INFO/entry_points.txt": SCRAPY_ENTRY, "demo/settings.py": "x" * 1000})
     with pytest.raises(InvalidEgg, match="more than the limit"):
         inspect_egg(data, max_size=100)
     with pytest.raises(InvalidEgg, match="unpacks to more than"):
