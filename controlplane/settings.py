@@ -55,7 +55,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "controlplane.staticfiles.CollectedStaticFiles",
+    # Its templates and static files: the API docs are served from here, never from a CDN.
+    "ninja",
     "controlplane.nodes",
     "controlplane.deploys",
     "controlplane.scheduling",
