@@ -55,7 +55,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "controlplane.staticfiles.CollectedStaticFiles",
+    # Its templates and static files: the API docs are served from here, never from a CDN.
+    "ninja",
     "controlplane.nodes",
     "controlplane.deploys",
     "controlplane.scheduling",
@@ -67,6 +69,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Writes to /api/ whose body cannot be read are refused before anything else looks at them.
+    "controlplane.api.request_body.RequestBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -3,7 +3,9 @@
 Every error answers ``{"error": {"code", "message", "fields"}}`` (plus ``nodes`` when a deploy
 failed on nodes) with the HTTP status that says what kind of failure it was, so clients need a
 single code path: 400 malformed request, 401 no or bad credentials, 403 role too low, 404 unknown
-object, 409 conflict with the current state, 422 invalid values, 503 nodes unreachable.
+object, 409 conflict with the current state, 411/413/415 a body sent without a length, too large
+or of a type the API does not read (see ``controlplane.api.request_body``), 422 invalid values,
+503 nodes unreachable.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    411: "length_required",
+    413: "too_large",
+    415: "unsupported_media_type",
     422: "invalid",
     429: "throttled",
     500: "internal",

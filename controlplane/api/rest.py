@@ -4,7 +4,7 @@ Authentication and roles are in ``controlplane.api.auth``, the error envelope in
 ``controlplane.api.errors``, one router per resource in ``controlplane.api.routers``.
 """
 
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 
 from controlplane.api import errors
 from controlplane.api.routers import jobs, nodes, projects, report, tasks, tokens
@@ -13,6 +13,9 @@ api = NinjaAPI(
     title="crawlfleet",
     version="1",
     urls_namespace="api-v1",
+    # Swagger UI from ninja's bundled static files (``ninja`` is an installed app); no badge
+    # that would ask the public validator about this API.
+    docs=Swagger(settings={"validatorUrl": None}),
     description=(
         "Control plane of a Scrapyd fleet. Authenticate with `Authorization: Bearer <API token>` "
         "(roles: viewer reads; operator runs, cancels, retries, deploys; admin manages nodes and "

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from controlplane.deploys.models import Project
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task
+from tests.fixtures.browser import confine
 
 pytestmark = [pytest.mark.browser]
 
@@ -26,6 +27,7 @@ def test_admin_lists_and_edits_nodes_without_revealing_passwords(cp_web, admin_l
     )
     project = Project.objects.create(name="crawler")
     Task.objects.create(name="nightly-books", project=project, spider="books", cron="0 3 * * *")
+    blocked = confine(page, cp_web)
 
     page.goto(f"{cp_web}/admin/login/")
     page.fill("#id_username", admin_login[0])
@@ -59,3 +61,4 @@ def test_admin_lists_and_edits_nodes_without_revealing_passwords(cp_web, admin_l
 
     page.goto(f"{cp_web}/admin/scheduling/task/")
     assert "nightly-books" in page.content()
+    assert blocked == [], f"the admin tried to load from outside the control plane: {blocked}"

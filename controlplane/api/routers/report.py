@@ -28,7 +28,8 @@ _NOT_STARTED = (Job.State.DISPATCHING, Job.State.PENDING)
 
 
 class JobTokenAuth(AuthBase):
-    """The job's own secret, checked before the body is even parsed."""
+    """The job's own secret, checked before the report's fields are read (only a body that is
+    not readable JSON at all is refused earlier, by ``controlplane.api.request_body``)."""
 
     openapi_type = "http"
     openapi_scheme = "bearer"
