@@ -58,12 +58,14 @@ INSTALLED_APPS = [
     "controlplane.staticfiles.CollectedStaticFiles",
     # Its templates and static files: the API docs are served from here, never from a CDN.
     "ninja",
+    "controlplane.accounts",
     "controlplane.nodes",
     "controlplane.deploys",
     "controlplane.scheduling",
     "controlplane.jobs",
     "controlplane.loops",
     "controlplane.api",
+    "controlplane.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -92,6 +94,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "controlplane.dashboard.access.access",
             ],
         },
     },
@@ -144,6 +147,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024  # eggs
 
 LOGGING = {

@@ -1,9 +1,9 @@
-"""URL map: the admin (the landing page for now) and the REST API."""
+"""URL map: the dashboard at the root, the admin (the superuser's back office) and the REST API."""
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
-from django.urls import path, re_path
-from django.views.generic import RedirectView
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import include, path, re_path
 
 from controlplane.api.errors import envelope
 from controlplane.api.rest import api
@@ -14,9 +14,17 @@ def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     return envelope(404, f"no API endpoint at {request.path}")
 
 
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """403 with the reason, in the dashboard's layout (the API answers its own envelope)."""
+    reason = str(exception) if exception and str(exception) else "You may not do that."
+    return render(request, "dashboard/403.html", {"reason": reason}, status=403)
+
+
+handler403 = forbidden
+
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
+    path("", include("controlplane.dashboard.urls")),
 ]

@@ -20,7 +20,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
-from controlplane.deploys.services import DeployError
+from controlplane.refusals import Refused, field_errors, summary
 
 logger = logging.getLogger(__name__)
 
@@ -84,21 +84,6 @@ def envelope(
     return JsonResponse({"error": body}, status=status)
 
 
-def field_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
-    """A Django ValidationError as ``{field: [messages]}`` (non-field errors under ``__all__``)."""
-    if hasattr(exc, "error_dict"):
-        return {key: list(value) for key, value in exc.message_dict.items()}
-    return {"__all__": list(exc.messages)}
-
-
-def summary(fields: dict[str, list[str]]) -> str:
-    parts = [
-        f"{name}: {'; '.join(messages)}" if name != "__all__" else "; ".join(messages)
-        for name, messages in fields.items()
-    ]
-    return "; ".join(parts) or "invalid request"
-
-
 def _ninja_fields(errors: list[dict[str, Any]]) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for error in errors:
@@ -148,9 +133,10 @@ def install(api: NinjaAPI) -> None:
         fields = field_errors(exc)
         return envelope(422, summary(fields), fields=fields)
 
-    @api.exception_handler(DeployError)
-    def _deploy_error(request: HttpRequest, exc: DeployError) -> HttpResponse:
-        extra = {"nodes": [r.as_dict() for r in exc.results]} if exc.results else None
+    @api.exception_handler(Refused)
+    def _refused(request: HttpRequest, exc: Refused) -> HttpResponse:
+        results = getattr(exc, "results", None)  # a deploy's per-node outcomes
+        extra = {"nodes": [r.as_dict() for r in results]} if results else None
         return envelope(exc.status, exc.message, code=exc.code, fields=exc.fields, extra=extra)
 
     @api.exception_handler(IntegrityError)

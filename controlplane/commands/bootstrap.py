@@ -126,7 +126,7 @@ def ensure_token(name: str, role: str, secret: str) -> None:
     A changed secret replaces the stored hash, so rotating the environment variable rotates the
     token; a revoked token stays revoked only until its secret is handed in again.
     """
-    from controlplane.api.models import ApiToken, hash_token
+    from controlplane.accounts.models import ApiToken, hash_token
 
     with transaction.atomic():
         ApiToken.objects.update_or_create(
@@ -182,7 +182,7 @@ def local_token(path: Path, name: str, role: str) -> str:
     Only a hash lives in the database, so the embedded platform keeps the secret in its data
     dir (mode 0600) to hand the same token to its nodes on every start.
     """
-    from controlplane.api.models import ApiToken, hash_token
+    from controlplane.accounts.models import ApiToken, hash_token
 
     with contextlib.suppress(FileNotFoundError):
         secret = path.read_text().strip()

@@ -25,21 +25,20 @@ def run(args: argparse.Namespace) -> int:
     from controlplane.django_setup import setup
 
     setup()
-    from django.core.exceptions import ValidationError
+    import getpass
 
-    from controlplane.api.models import ApiToken
-    from controlplane.validators import validate_name
+    from controlplane.accounts import audit, tokens
+    from controlplane.accounts.models import ApiToken
+    from controlplane.refusals import Refused
 
+    # Tokens made on the command line are audited as the shell user who made them.
+    actor = audit.Actor("system", f"cli:{getpass.getuser()}", None)
     if args.token_command == "create":
         try:
-            validate_name(args.name)
-        except ValidationError as exc:
-            print(f"crawlfleet token: error: {' '.join(exc.messages)}", file=sys.stderr)
-            return 2
-        if ApiToken.objects.filter(name=args.name).exists():
-            print(f"crawlfleet token: error: a token named {args.name!r} exists", file=sys.stderr)
-            return 1
-        token, secret = ApiToken.create(args.name, args.role)
+            token, secret = tokens.create_token(args.name, args.role, actor=actor)
+        except Refused as exc:
+            print(f"crawlfleet token: error: {exc.message}", file=sys.stderr)
+            return 1 if exc.status == 409 else 2
         print(
             f"created {args.role} token {token.name!r}; its secret (shown only now):",
             file=sys.stderr,
@@ -55,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
             state = "revoked" if token.revoked else "active"
             print(f"{token.name}\t{token.role}\t{token.prefix}…\t{state}\tlast used {used}")
         return 0
-    updated = ApiToken.objects.filter(name=args.name, revoked=False).update(revoked=True)
-    if not updated:
-        known = ApiToken.objects.filter(name=args.name).exists()
+    token = ApiToken.objects.filter(name=args.name).first()
+    if token is None or token.revoked:
         print(
-            f"crawlfleet token: error: {'already revoked' if known else 'no token named'} {args.name!r}",
+            f"crawlfleet token: error: {'already revoked' if token else 'no token named'} {args.name!r}",
             file=sys.stderr,
         )
         return 1
+    tokens.revoke_token(token, actor=actor)
     print(f"revoked {args.name!r}", file=sys.stderr)
     return 0

@@ -27,6 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from controlplane.accounts import audit
 from controlplane.deploys import usage
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.nodecalls import (
@@ -41,13 +42,14 @@ from controlplane.deploys.nodecalls import (
 )
 from controlplane.lib.eggs import InvalidEgg, inspect_egg
 from controlplane.nodes.models import Node
+from controlplane.refusals import Refused
 from controlplane.validators import validate_name, validate_version
 
 logger = logging.getLogger(__name__)
 
 
-class DeployError(Exception):
-    """A deploy operation was refused; ``status`` is the HTTP status an API should answer."""
+class DeployError(Refused):
+    """A deploy operation was refused, with what each node said when nodes were involved."""
 
     def __init__(
         self,
@@ -58,11 +60,7 @@ class DeployError(Exception):
         fields: dict[str, list[str]] | None = None,
         results: Sequence[NodeResult] = (),
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-        self.fields = fields or {}
+        super().__init__(message, code=code, status=status, fields=fields)
         self.results = list(results)
 
 
@@ -91,7 +89,27 @@ def _validation(exc: ValidationError, name: str) -> DeployError:
 
 
 # --- public operations -----------------------------------------------------------------------------
-def upload_version(project_name: str, version: str, egg_bytes: bytes) -> DeployOutcome:
+def upload_version(
+    project_name: str, version: str, egg_bytes: bytes, actor: audit.Actor | None = None
+) -> DeployOutcome:
+    """Validate, store and deploy a new version; audited with each node's outcome."""
+    outcome = _upload_version(project_name, version, egg_bytes)
+    _audit(actor, "deploy", outcome)
+    return outcome
+
+
+def _audit(actor: audit.Actor | None, action: str, outcome: DeployOutcome) -> None:
+    audit.record(
+        actor,
+        action,
+        str(outcome.version),
+        message=outcome.message,
+        accepted=[r.node for r in outcome.accepted],
+        failed={r.node: r.message for r in outcome.failed},
+    )
+
+
+def _upload_version(project_name: str, version: str, egg_bytes: bytes) -> DeployOutcome:
     """Validate, store and deploy a new version to every schedulable node; make it current.
 
     Raises DeployError: 422 for an invalid name, version or egg (nothing stored) or when every
@@ -203,11 +221,16 @@ def _reupload(existing: Version, sha256: str) -> DeployOutcome:
 
 
 def deploy_version(
-    version: Version, nodes: Sequence[Node] | None = None, *, only_missing: bool = False
+    version: Version,
+    nodes: Sequence[Node] | None = None,
+    *,
+    only_missing: bool = False,
+    actor: audit.Actor | None = None,
 ) -> list[NodeResult]:
     """Push a stored version to ``nodes`` (default: every schedulable node), concurrently.
 
     With ``only_missing``, nodes whose ``listversions.json`` already shows it are left alone.
+    Audited when an ``actor`` asked for it; the operations here that call it audit themselves.
     """
     if version.deleted_at is not None:
         raise DeployError(f"version {version} was deleted", code="conflict", status=409)
@@ -231,10 +254,19 @@ def deploy_version(
         if spiders:
             version.spiders = spiders
             version.save(update_fields=["spiders"])
+    if actor is not None:
+        _audit(actor, "redeploy", DeployOutcome(version, results, created=False))
     return results
 
 
-def rollback(project: Project, version: Version) -> DeployOutcome:
+def rollback(project: Project, version: Version, actor: audit.Actor | None = None) -> DeployOutcome:
+    """Make ``version`` current (see :func:`_rollback`); audited."""
+    outcome = _rollback(project, version)
+    _audit(actor, "rollback", outcome)
+    return outcome
+
+
+def _rollback(project: Project, version: Version) -> DeployOutcome:
     """Make ``version`` the one new runs use, deploying it first to nodes that lack it.
 
     The pointer only moves if at least one schedulable node holds the version afterwards (or
@@ -267,7 +299,14 @@ def rollback(project: Project, version: Version) -> DeployOutcome:
     return DeployOutcome(version, results, created=False, message=f"{version} is now current")
 
 
-def delete_version(version: Version) -> DeployOutcome:
+def delete_version(version: Version, actor: audit.Actor | None = None) -> DeployOutcome:
+    """Delete a version everywhere (see :func:`_delete_version`); audited."""
+    outcome = _delete_version(version)
+    _audit(actor, "version.delete", outcome)
+    return outcome
+
+
+def _delete_version(version: Version) -> DeployOutcome:
     """Delete a version from every node (delversion.json), then its row.
 
     Refused (409) while it is the current version, pinned by a task, or used by active jobs.

@@ -1,4 +1,4 @@
-"""What an operator (through the API or the admin) can do to a job: cancel it, retry it now.
+"""What an operator (dashboard, API, admin) can do to a job: cancel it, retry it now. Audited.
 
 Both are safe to call from any process at any time: state changes go through conditional
 updates, so an operator racing a poller or a dispatcher never leaves a job half-changed.
@@ -10,6 +10,7 @@ import logging
 
 from django.utils import timezone
 
+from controlplane.accounts import audit
 from controlplane.jobs.models import Job
 from controlplane.jobs.outcome import CANCEL_OPERATOR
 from controlplane.jobs.retry import create_retry
@@ -25,7 +26,7 @@ class OperationError(Exception):
     """The job is not in a state that allows the operation; the message says why."""
 
 
-def cancel_job(job: Job, reason: str = CANCEL_OPERATOR) -> str:
+def cancel_job(job: Job, reason: str = "", actor: audit.Actor | None = None) -> str:
     """Stop a job; returns what happened, in words.
 
     A queued job is cancelled at once. A job on a node gets ``cancel_requested`` first (so a
@@ -37,6 +38,13 @@ def cancel_job(job: Job, reason: str = CANCEL_OPERATOR) -> str:
     job.refresh_from_db()
     if job.is_final:
         raise OperationError(f"job {job.pk} has already ended ({job.state})")
+    reason = reason or (f"{CANCEL_OPERATOR} ({actor})" if actor else CANCEL_OPERATOR)
+    outcome = _cancel(job, reason)
+    audit.record(actor, "job.cancel", f"job {job.pk}", spider=job.spider, outcome=outcome)
+    return outcome
+
+
+def _cancel(job: Job, reason: str) -> str:
     if job.state == Job.State.QUEUED and job.transition(
         [Job.State.QUEUED], Job.State.CANCELLED, cancel_requested=True, reason=reason
     ):
@@ -69,7 +77,7 @@ def cancel_job(job: Job, reason: str = CANCEL_OPERATOR) -> str:
     return "cancel requested"
 
 
-def retry_now(job: Job) -> Job:
+def retry_now(job: Job, actor: audit.Actor | None = None) -> Job:
     """A new attempt of an ended job, dispatched as soon as possible.
 
     This is an operator's decision, so ``max_attempts`` does not apply. If an automatic retry is
@@ -85,6 +93,7 @@ def retry_now(job: Job) -> Job:
                 not_before=None, updated_at=timezone.now()
             )
             existing.refresh_from_db()
+            audit.record(actor, "job.retry", f"job {job.pk}", retry=existing.pk)
             return existing
         raise OperationError(f"job {job.pk} was already retried as job {existing.pk}")
     # The run may have been closed as failed or cancelled; it is open again while this runs.
@@ -102,4 +111,5 @@ def retry_now(job: Job) -> Job:
             raise OperationError(f"could not retry job {job.pk}")
         return existing
     logger.info("job %s retried by an operator as job %s", job.pk, retry.pk)
+    audit.record(actor, "job.retry", f"job {job.pk}", retry=retry.pk)
     return retry

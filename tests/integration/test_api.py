@@ -15,7 +15,7 @@ import pytest
 import requests
 from django.test import Client
 
-from controlplane.api.models import ApiToken
+from controlplane.accounts.models import ApiToken
 from controlplane.deploys.models import NodeDeployment, Project, Version
 from controlplane.jobs.models import Job
 from controlplane.lib.procutil import free_port

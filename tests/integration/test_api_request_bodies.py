@@ -16,15 +16,15 @@ import requests
 from django.apps import apps
 from django.test import Client
 
+from controlplane.accounts.models import ApiToken
 from controlplane.api.errors import CODES
-from controlplane.api.models import ApiToken
 from controlplane.api.request_body import MAX_JSON_BYTES
 from controlplane.api.rest import api
 from controlplane.deploys.models import Project, Version
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task
-from controlplane.scheduling.runs import create_adhoc_run
+from tests.fixtures.jobs import create_adhoc_run
 
 WRITE_METHODS = ("post", "put", "patch", "delete")
 BOUNDARY = "crawlfleet-test-boundary"

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from controlplane.api.models import ApiToken
+from controlplane.accounts.models import ApiToken
 from controlplane.deploys.models import NodeDeployment, Project, Version
 from controlplane.deploys.services import (
     DeployError,

@@ -23,10 +23,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "controlplane",
             "controlplane.settings",
+            "controlplane.staticfiles",
+            "controlplane.refusals",
             "controlplane.validators",
             "controlplane.django_setup",
         ),
     ),
+    ("accounts", ("controlplane.accounts",)),
     ("nodes", ("controlplane.nodes",)),
     ("deploys", ("controlplane.deploys",)),
     ("scheduling", ("controlplane.scheduling",)),

@@ -11,6 +11,7 @@ from ninja import Router, Status
 from controlplane.api.auth import OPERATOR, VIEWER
 from controlplane.api.errors import ApiError, not_found
 from controlplane.api.schemas import JobActionOut, JobDetailOut, JobListOut
+from controlplane.jobs import operations
 from controlplane.jobs.models import Job
 
 router = Router(tags=["jobs"])
@@ -119,14 +120,9 @@ def get_job(request: HttpRequest, job_id: int) -> dict:
 
 @router.post("/{job_id}/cancel", response=JobActionOut, auth=OPERATOR)
 def cancel(request: HttpRequest, job_id: int) -> dict:
-    from controlplane.jobs import operations
-    from controlplane.jobs.outcome import CANCEL_OPERATOR
-
     job = _get(job_id)
-    who = getattr(request, "principal", None)
-    reason = f"{CANCEL_OPERATOR} ({who})" if who else CANCEL_OPERATOR
     try:
-        message = operations.cancel_job(job, reason=reason)
+        message = operations.cancel_job(job, actor=request.actor)
     except operations.OperationError as exc:
         raise ApiError(409, str(exc)) from None
     return {"ok": True, "message": message, "job": job_out(_get(job_id), detail=True)}
@@ -134,11 +130,9 @@ def cancel(request: HttpRequest, job_id: int) -> dict:
 
 @router.post("/{job_id}/retry", response={201: JobActionOut}, auth=OPERATOR)
 def retry(request: HttpRequest, job_id: int) -> Status:
-    from controlplane.jobs import operations
-
     job = _get(job_id)
     try:
-        new = operations.retry_now(job)
+        new = operations.retry_now(job, actor=request.actor)
     except operations.OperationError as exc:
         raise ApiError(409, str(exc)) from None
     body = {

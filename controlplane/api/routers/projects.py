@@ -154,7 +154,7 @@ def upload(
                 fields={"version": ["required (digits only)"]},
             )
         version = declared
-    outcome = services.upload_version(name, version, data)
+    outcome = services.upload_version(name, version, data, actor=request.actor)
     return Status(201 if outcome.created else 200, deploy_out(outcome))
 
 
@@ -173,7 +173,7 @@ def redeploy(request: HttpRequest, name: str, version: str, payload: DeployIn) -
         if unknown:
             raise ApiError(422, f"unknown node(s): {', '.join(unknown)}", fields={"nodes": unknown})
         nodes = list(found.values())
-    return [r.as_dict() for r in services.deploy_version(row, nodes)]
+    return [r.as_dict() for r in services.deploy_version(row, nodes, actor=request.actor)]
 
 
 @router.post(
@@ -188,7 +188,7 @@ def rollback(request: HttpRequest, name: str, payload: RollbackIn) -> dict:
             f"{name} has no version {payload.version!r}",
             fields={"version": ["unknown version"]},
         )
-    return deploy_out(services.rollback(project, row))
+    return deploy_out(services.rollback(project, row, actor=request.actor))
 
 
 @router.delete("/{name}/versions/{version}", response=DeployOut, auth=OPERATOR)
@@ -197,4 +197,4 @@ def delete_version(request: HttpRequest, name: str, version: str) -> dict:
     row = _version(_project(name), version)
     if row.deleted_at is not None:
         raise ApiError(409, f"version {version} of {name} is already deleted")
-    return deploy_out(services.delete_version(row))
+    return deploy_out(services.delete_version(row, actor=request.actor))

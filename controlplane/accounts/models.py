@@ -1,4 +1,4 @@
-"""API tokens: shown once at creation, stored only as a SHA-256 hash."""
+"""API tokens (shown once, stored as a SHA-256 hash) and audit entries."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import secrets
 from django.db import models
 from django.utils import timezone
 
+from controlplane.accounts.roles import Role, allows
+
 TOKEN_PREFIX = "cf_"
 
 
@@ -16,11 +18,7 @@ def hash_token(token: str) -> str:
 
 
 class ApiToken(models.Model):
-    class Role(models.TextChoices):
-        ADMIN = "admin", "admin"
-        OPERATOR = "operator", "operator"
-        VIEWER = "viewer", "viewer"
-        NODE = "node", "node (registration only)"
+    Role = Role
 
     name = models.CharField(max_length=100, unique=True)
     role = models.CharField(max_length=8, choices=Role.choices, default=Role.OPERATOR)
@@ -33,6 +31,7 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["name"]
+        db_table = "api_apitoken"  # created by the api app before tokens moved here
 
     def __str__(self) -> str:
         return f"{self.name} ({self.role}, {self.prefix}…)"
@@ -56,8 +55,27 @@ class ApiToken(models.Model):
         return token
 
     def allows(self, role: str) -> bool:
-        """Does this token's role include ``role``? admin > operator > viewer; node is apart."""
-        order = [self.Role.VIEWER, self.Role.OPERATOR, self.Role.ADMIN]
-        if self.role == self.Role.NODE or role == self.Role.NODE:
-            return self.role in (role, self.Role.ADMIN)
-        return order.index(self.role) >= order.index(role)
+        return allows(self.role, role)
+
+
+class AuditEntry(models.Model):
+    """One thing someone did. Written by :func:`controlplane.accounts.audit.record` only."""
+
+    at = models.DateTimeField(default=timezone.now)
+    actor_kind = models.CharField(max_length=10)  # user, token, anonymous, system
+    actor = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=40)
+    target = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [
+            models.Index(fields=["-at", "-id"], name="audit_newest"),
+            models.Index(fields=["action", "-at"], name="audit_by_action"),
+        ]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"

@@ -1,0 +1,35 @@
+"""What an operator does to a task that involves its jobs: run it now, delete it. Audited."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane.accounts import audit
+from controlplane.jobs.models import Job
+from controlplane.jobs.runs import create_run
+from controlplane.refusals import Refused
+from controlplane.scheduling.editing import snapshot
+from controlplane.scheduling.models import Task, TaskRun
+
+
+def run_now(task: Task, actor: audit.Actor | None = None) -> TaskRun:
+    """A manual run; the task's overlap policy still applies (the run may be recorded skipped)."""
+    run = create_run(task, timezone.now(), TaskRun.Trigger.MANUAL)
+    if run is None:  # only cron fires can collide
+        raise Refused("this run was already recorded", code="conflict", status=409)
+    audit.record(actor, "task.run_now", task.name, run=run.pk, state=run.state)
+    return run
+
+
+def delete_task(task: Task, actor: audit.Actor | None = None) -> None:
+    """Refused while a job of the task is active (it would lose its task)."""
+    if Job.objects.filter(run__task=task, state__in=Job.ACTIVE).exists():
+        raise Refused(
+            f"task {task.name} has active jobs; cancel them or disable the task",
+            code="conflict",
+            status=409,
+        )
+    with transaction.atomic():
+        audit.record(actor, "task.delete", task.name, fields=snapshot(task))
+        task.delete()

@@ -1,0 +1,134 @@
+"""Creating, changing and deleting tasks: the one set of rules every face applies.
+
+Validation is the model's (``full_clean``) plus the lookups by name (project, version, nodes), so
+the REST API and the dashboard refuse the same things with the same messages, every problem at
+once and keyed by field. Each change is audited with the fields it touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from controlplane.accounts import audit
+from controlplane.deploys.models import Project
+from controlplane.nodes.models import Node
+from controlplane.refusals import Refused, field_errors, summary
+from controlplane.scheduling.models import Task
+
+# Fields copied as they are; project, version and selector_nodes are looked up by name.
+PLAIN_FIELDS = [
+    "name",
+    "spider",
+    "args",
+    "settings",
+    "cron",
+    "timezone",
+    "enabled",
+    "selector",
+    "selector_tags",
+    "max_attempts",
+    "retry_backoff",
+    "retry_backoff_factor",
+    "max_runtime",
+    "overlap",
+    "fanout",
+    "error_threshold",
+    "misfire_grace",
+]
+
+
+def snapshot(task: Task) -> dict[str, Any]:
+    """The task's editable fields, as the audit trail records them."""
+    if not task.pk:
+        return {}
+    body = {key: getattr(task, key) for key in PLAIN_FIELDS}
+    body["project"] = task.project.name if task.project_id else None
+    body["version"] = task.version.version if task.version_id else None
+    body["selector_nodes"] = sorted(task.selector_nodes.values_list("name", flat=True))
+    return body
+
+
+def apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
+    """Set ``data`` on ``task`` and validate it all; returns the selected nodes to store."""
+    errors: dict[str, list[str]] = {}
+    for key in PLAIN_FIELDS:
+        if key in data:
+            if data[key] is None and key != "max_runtime":
+                errors.setdefault(key, []).append("cannot be null")
+                continue
+            setattr(task, key, data[key])
+    project_changed = False
+    if "project" in data:
+        project = Project.objects.filter(name=data["project"] or "").first()
+        if project is None:
+            errors.setdefault("project", []).append(f"unknown project {data['project']!r}")
+        else:
+            project_changed = task.project_id != project.pk
+            task.project = project
+    if "version" in data:
+        wanted = data["version"]
+        if not wanted:
+            task.version = None
+        elif task.project_id and "project" not in errors:
+            version = task.project.versions.filter(version=wanted, deleted_at__isnull=True).first()
+            if version is None:
+                errors.setdefault("version", []).append(
+                    f"{task.project.name} has no version {wanted!r}"
+                )
+            else:
+                task.version = version
+    elif project_changed:
+        task.version = None  # a version pinned in the old project cannot stay
+    nodes: list[Node] | None = None
+    if "selector_nodes" in data:
+        names = data["selector_nodes"] or []
+        found = {n.name: n for n in Node.objects.filter(name__in=names)}
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            errors.setdefault("selector_nodes", []).append(f"unknown node(s): {', '.join(unknown)}")
+        nodes = list(found.values())
+        if task.selector == Task.Selector.NODES and not nodes and not unknown:
+            errors.setdefault("selector_nodes", []).append("select at least one node")
+    elif task.selector == Task.Selector.NODES and (not task.pk or not task.selector_nodes.exists()):
+        errors.setdefault("selector_nodes", []).append("select at least one node")
+
+    exclude = [key for key in ("project", "version") if key in errors]
+    try:
+        task.full_clean(exclude=exclude, validate_unique=False)
+    except ValidationError as exc:
+        for key, messages in field_errors(exc).items():
+            errors.setdefault(key, []).extend(m for m in messages if m not in errors.get(key, []))
+    if errors:
+        raise Refused(summary(errors), fields=errors)
+    clash = Task.objects.filter(name=task.name)
+    if task.pk:
+        clash = clash.exclude(pk=task.pk)
+    if clash.exists():
+        raise Refused(
+            f"a task named {task.name!r} exists",
+            code="conflict",
+            status=409,
+            fields={"name": ["already exists"]},
+        )
+    return nodes
+
+
+def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None) -> Task:
+    """Apply ``data`` (field name to value; names for project, version and nodes), validate it
+    all, save, and audit. Raises :class:`Refused` with per-field messages; nothing is saved then."""
+    created = task.pk is None
+    before = snapshot(Task.objects.get(pk=task.pk)) if not created else {}
+    nodes = apply(task, data)
+    with transaction.atomic():
+        task.save()
+        if nodes is not None or created:
+            task.selector_nodes.set(nodes or [])
+        after = snapshot(task)
+        if created:
+            audit.record(actor, "task.create", task.name, fields=after)
+        elif changed := audit.changes(before, after):
+            audit.record(actor, "task.update", task.name, changes=changed)
+    return task
