@@ -165,7 +165,7 @@ def _glob_escape(text: str) -> str:
 def purge_shared_crawl(run: TaskRun) -> int:
     """Delete every Redis key of a fan-out run's crawl; returns how many were deleted.
 
-    Keys are ``<prefix>:{<spider>:<crawl_id>}:<name>`` (see crawler/redis_support.py); they are
+    Keys are ``<prefix>:{<spider>:<crawl_id>}:<name>`` (see crawler/redis_keys.py); they are
     found by pattern, so keys a future scrapy-redis version adds under the crawl go too.
     """
     url = _redis_url(run)

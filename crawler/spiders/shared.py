@@ -4,7 +4,7 @@ Start K workers with the same arguments and the same ``crawl_id``; they share on
 one duplicate filter (scrapy-redis), so every URL is fetched once between them. The first worker
 seeds the start URLs, idle workers pick up whatever the busy ones enqueue, everybody exits when the
 crawl is done, and the last one out deletes the crawl's keys. The coordination itself lives in
-:mod:`crawler.redis_support`.
+:mod:`crawler.redis_coordination`.
 
 Only spiders built on this class use the Redis scheduler: its settings are applied in
 ``update_settings``/``from_crawler``, never in the project's settings module.
@@ -29,16 +29,10 @@ from scrapy.utils.asyncio import AsyncioLoopingCall, create_looping_call
 from scrapy_redis.spiders import RedisMixin
 from twisted.internet.task import LoopingCall
 
-from crawler.redis_support import (
-    DEFAULT_KEY_PREFIX,
-    CrawlKeys,
-    SeedOutcome,
-    SharedCrawl,
-    SharedCrawlError,
-    connect,
-    crawl_id_argument,
-    new_worker_id,
-)
+from crawler.redis_coordination import SeedOutcome, SharedCrawl, new_worker_id
+from crawler.redis_keys import CrawlKeys, crawl_id_argument
+from crawler.redis_support import SharedCrawlError, connect
+from crawler.sharedkeys import DEFAULT_KEY_PREFIX
 from crawler.spiders.base import Arg, BaseSpider, url_argument
 
 logger = logging.getLogger(__name__)

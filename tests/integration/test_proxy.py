@@ -18,16 +18,8 @@ from scrapy.exceptions import DownloadConnectionRefusedError, IgnoreRequest, Not
 from scrapy.http import HtmlResponse
 from scrapy.utils.test import get_crawler
 
-from crawler.middlewares.proxy import (
-    CLOSE_REASON,
-    META_PROXY,
-    ProxyConfigError,
-    ProxyPool,
-    ProxyPoolMiddleware,
-    build_pool,
-    parse_proxy_url,
-    redact,
-)
+from crawler.middlewares.proxy import CLOSE_REASON, META_PROXY, ProxyPoolMiddleware
+from crawler.proxypool import ProxyConfigError, ProxyPool, build_pool, parse_proxy_url, redact
 from demo.bookshop import Book
 
 BAN_SETTINGS = {"PROXY_BAN_CODES": [403, 429, 503], "PROXY_BAN_COOLDOWN": 600.0}

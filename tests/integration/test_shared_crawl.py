@@ -20,15 +20,10 @@ import pytest
 import redis
 
 from controlplane.lib.procutil import free_port
-from crawler.redis_support import (
-    DEFAULT_KEY_PREFIX,
-    CrawlKeys,
-    SeedOutcome,
-    SharedCrawl,
-    crawl_id_argument,
-    purge_crawl,
-    redact_url,
-)
+from crawler.redis_coordination import SeedOutcome, SharedCrawl, purge_crawl
+from crawler.redis_keys import CrawlKeys, crawl_id_argument
+from crawler.redis_support import redact_url
+from crawler.sharedkeys import DEFAULT_KEY_PREFIX
 from demo.bookshop import Book, DemoServer
 from tests.fixtures.common import REPO_ROOT, VENV_BIN, CrawlResult
 
