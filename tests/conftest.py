@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.fleet",
     "tests.fixtures.postgres",
     "tests.fixtures.browser",
+    "tests.fixtures.dashboard",
 ]
 
 SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres")
