@@ -17,7 +17,9 @@ the first one made:
 Supervision: a child that exits is reported and restarted after a short pause. A child that
 exits 5 times within a minute is crash-looping, which a restart will not fix: ``up`` then stops
 everything and exits with status 1. Ctrl-C (SIGINT) or SIGTERM stops every process group, the
-nodes' spiders included, and exits 0.
+nodes' spiders included, and exits 0. Both handlers are installed explicitly: a script's
+``crawlfleet up &`` starts ``up`` with SIGINT ignored, and Python then installs no handler of
+its own, so SIGINT did nothing.
 
 An inherited ``CRAWLFLEET_DATABASE_URL`` is honoured (``up`` against PostgreSQL works too).
 """
@@ -50,10 +52,11 @@ CRASH_LOOP_EXITS = 5
 CRASH_LOOP_WINDOW = 60.0
 RESTART_PAUSE = 1.0
 REGISTER_TIMEOUT = 90.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Shutdown(Exception):
-    """SIGTERM arrived: stop like Ctrl-C does."""
+    """SIGINT or SIGTERM arrived: stop every process group and exit."""
 
 
 class UpError(Exception):
@@ -494,7 +497,14 @@ class Platform:
         print("stopped", flush=True)
 
 
+def _ignore_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    # Only the first signal counts: a second Ctrl-C must not interrupt the clean-up.
+    _ignore_stop_signals()
     raise Shutdown()
 
 
@@ -503,7 +513,8 @@ def run(args: argparse.Namespace) -> int:
         print("crawlfleet up: error: --nodes must be 0 or more", file=sys.stderr)
         return 2
     platform = Platform(args)
-    previous = signal.signal(signal.SIGTERM, _raise_shutdown)
+    # Whatever was inherited; children started from here get the default handling back.
+    previous = {signum: signal.signal(signum, _raise_shutdown) for signum in STOP_SIGNALS}
     try:
         platform.configure_environment()
         platform.choose_ports()
@@ -517,14 +528,13 @@ def run(args: argparse.Namespace) -> int:
     except UpError as exc:
         print(f"crawlfleet up: error: {exc}", file=sys.stderr, flush=True)
         return 1
-    except (KeyboardInterrupt, Shutdown):
+    except Shutdown:
         return 0
     finally:
-        # A second Ctrl-C must not interrupt the clean-up and leave process groups behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # Nothing may interrupt the clean-up and leave process groups behind.
+        _ignore_stop_signals()
         try:
             platform.stop()
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
