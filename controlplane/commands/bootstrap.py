@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -197,3 +198,33 @@ def local_token(path: Path, name: str, role: str) -> str:
     ensure_token(name, role, secret)
     write_private(path, secret + "\n")
     return secret
+
+
+def local_admin_login(path: Path) -> str:
+    """The admin login the embedded platform prints, ensured in the database.
+
+    ``CRAWLFLEET_ADMIN_USER``/``CRAWLFLEET_ADMIN_PASSWORD`` when both are set; otherwise one
+    generated on the first start and kept in ``path`` (mode 0600), so later starts print the
+    same login, or say where it came from if someone changed the password since.
+    """
+    from django.contrib.auth import get_user_model
+
+    user = os.environ.get("CRAWLFLEET_ADMIN_USER", "")
+    password = os.environ.get("CRAWLFLEET_ADMIN_PASSWORD", "")
+    if user and password:
+        ensure_admin(user, password)
+        return f"{user} / (the password in CRAWLFLEET_ADMIN_PASSWORD)"
+    try:
+        saved = json.loads(path.read_text())
+        user, password = saved["username"], saved["password"]
+    except (OSError, ValueError, KeyError):
+        user, password = user or "admin", secrets.token_urlsafe(12)
+        write_private(path, json.dumps({"username": user, "password": password}) + "\n")
+        ensure_admin(user, password)
+        return f"{user} / {password}"
+    existing = get_user_model().objects.filter(username=user).first()
+    if existing is None:
+        ensure_admin(user, password)
+    elif not existing.check_password(password):
+        return f"{user} / (changed since it was generated into {path})"
+    return f"{user} / {password}"

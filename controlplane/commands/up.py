@@ -14,10 +14,10 @@ the first one made:
    (skipped when the crawler's sources have not changed since the last deploy), and an example
    cron task (the books spider against the demo site, every 5 minutes) is created if absent.
 
-Supervision: a child that exits is reported and restarted after a short pause. A child that
-exits 5 times within a minute is crash-looping, which a restart will not fix: ``up`` then stops
-everything and exits with status 1. Ctrl-C (SIGINT) or SIGTERM stops every process group, the
-nodes' spiders included, and exits 0.
+Supervision is ``controlplane.commands.supervisor``'s: a child that exits is restarted, one that
+keeps exiting (a crash loop) stops everything with status 1, and Ctrl-C (SIGINT) or SIGTERM stops
+every process group, the nodes' spiders included, with status 0, also when ``up`` was started
+with SIGINT ignored (as a script's ``crawlfleet up &`` starts it).
 
 An inherited ``CRAWLFLEET_DATABASE_URL`` is honoured (``up`` against PostgreSQL works too).
 """
@@ -25,35 +25,28 @@ An inherited ``CRAWLFLEET_DATABASE_URL`` is honoured (``up`` against PostgreSQL 
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import fcntl
 import hashlib
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
-from controlplane.lib.procutil import ManagedProcess, ProcessFailed, free_port, port_open
+from controlplane.commands.supervisor import (
+    Child,
+    Shutdown,
+    Supervisor,
+    stop_signals_raise_shutdown,
+)
+from controlplane.lib.procutil import ProcessFailed, free_port, port_open
 
 EXAMPLE_TASK = "books-demo"
 EXAMPLE_CRON = "*/5 * * * *"
 PROJECT = "crawler"
-CRASH_LOOP_EXITS = 5
-CRASH_LOOP_WINDOW = 60.0
-RESTART_PAUSE = 1.0
 REGISTER_TIMEOUT = 90.0
-
-
-class Shutdown(Exception):
-    """SIGTERM arrived: stop like Ctrl-C does."""
 
 
 class UpError(Exception):
@@ -111,57 +104,15 @@ def crawlfleet_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "controlplane.cli", *args]
 
 
-@dataclass
-class Child:
-    """One supervised process and its recent exits."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    port: int | None = None
-    process: ManagedProcess | None = None
-    exits: collections.deque[float] = field(default_factory=collections.deque)
-
-    def start(self) -> None:
-        self.process = ManagedProcess(
-            self.name, self.argv, log_path=self.log_path, env=self.env
-        ).start()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.alive()
-
-    @property
-    def returncode(self) -> int | None:
-        proc = self.process.proc if self.process else None
-        return proc.returncode if proc else None
-
-    def log_tail(self, limit: int = 2000) -> str:
-        return self.process.log_tail(limit) if self.process else ""
-
-    def wait(self, timeout: float) -> None:
-        proc = self.process.proc if self.process else None
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-
-    def signal_group(self, sig: int) -> None:
-        if self.process is not None:
-            self.process.signal_group(sig)
-
-    def stop(self, timeout: float) -> None:
-        """Stop the whole group; also reaps what an exited leader left behind (spiders)."""
-        if self.process is not None:
-            self.process.stop(timeout=timeout)
-
-
 class Platform:
-    def __init__(self, args: argparse.Namespace) -> None:
+    """The platform's bootstrap: everything ``up`` prepares and starts, once, in order."""
+
+    def __init__(self, args: argparse.Namespace, supervisor: Supervisor) -> None:
         self.args = args
+        self.supervisor = supervisor
         self.data_dir: Path = args.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.url = f"http://127.0.0.1:{args.port}"
-        self.children: list[Child] = []
         self.node_names = [f"local-{i}" for i in range(1, args.nodes + 1)]
         self.demo_url = f"http://127.0.0.1:{args.demo_port}" if args.demo_port else ""
         self.login = ""
@@ -210,47 +161,16 @@ class Platform:
 
         print("applying migrations ...", flush=True)
         bootstrap.migrate(verbosity=0)
-        self.login = self.ensure_admin()
+        self.login = bootstrap.local_admin_login(self.data_dir / "admin-login.json")
         node_token = bootstrap.local_token(self.data_dir / "node-token", "local-nodes", "node")
         api_token = bootstrap.local_token(self.data_dir / "api-token", "local-operator", "operator")
         connections.close_all()
         return node_token, api_token
 
-    def ensure_admin(self) -> str:
-        """The login to print: from the environment, or generated once and kept."""
-        from django.contrib.auth import get_user_model
-
-        from controlplane.commands import bootstrap
-
-        user = os.environ.get("CRAWLFLEET_ADMIN_USER", "")
-        password = os.environ.get("CRAWLFLEET_ADMIN_PASSWORD", "")
-        if user and password:
-            bootstrap.ensure_admin(user, password)
-            return f"{user} / (the password in CRAWLFLEET_ADMIN_PASSWORD)"
-        stored = self.data_dir / "admin-login.json"
-        try:
-            saved = json.loads(stored.read_text())
-            user, password = saved["username"], saved["password"]
-        except (OSError, ValueError, KeyError):
-            user, password = user or "admin", secrets.token_urlsafe(12)
-            bootstrap.write_private(
-                stored, json.dumps({"username": user, "password": password}) + "\n"
-            )
-            bootstrap.ensure_admin(user, password)
-            return f"{user} / {password}"
-        existing = get_user_model().objects.filter(username=user).first()
-        if existing is None:
-            bootstrap.ensure_admin(user, password)
-        elif not existing.check_password(password):
-            return f"{user} / (changed since it was generated into {stored})"
-        return f"{user} / {password}"
-
     # --- children ----------------------------------------------------------------------
     def add(self, name: str, argv: list[str], port: int | None = None, **env: str) -> Child:
         child = Child(name, argv, {**os.environ, **env}, self.logs / f"{name}.log", port)
-        self.children.append(child)
-        child.start()
-        return child
+        return self.supervisor.start(child)
 
     def wait_port(self, child: Child, port: int, timeout: float = 60.0) -> None:
         if child.process is None:
@@ -328,11 +248,11 @@ class Platform:
             time.sleep(0.3)
 
     def check_children_during_startup(self) -> None:
-        for child in self.children:
-            if not child.alive():
-                raise UpError(
-                    f"{child.name} exited during start-up; see {child.log_path}\n{child.log_tail()}"
-                )
+        child = self.supervisor.first_exited()
+        if child is not None:
+            raise UpError(
+                f"{child.name} exited during start-up; see {child.log_path}\n{child.log_tail()}"
+            )
 
     # --- deploy and the example task -------------------------------------------------------
     def sources_fingerprint(self, project_dir: Path) -> str:
@@ -433,7 +353,7 @@ class Platform:
     def banner(self) -> str:
         nodes = ", ".join(
             f"{c.name} http://127.0.0.1:{c.port}"
-            for c in self.children
+            for c in self.supervisor.children
             if c.name.startswith("local-")
         )
         lines = [
@@ -452,81 +372,28 @@ class Platform:
         lines += [f"  logs       {self.logs}", "Press Ctrl-C to stop.", ""]
         return "\n".join(lines)
 
-    def supervise(self) -> int:
-        """Restart children that exit; give up on a crash loop. Returns the exit status."""
-        while True:
-            time.sleep(0.5)
-            for child in self.children:
-                if child.alive():
-                    continue
-                status = child.returncode
-                now = time.monotonic()
-                child.exits.append(now)
-                while child.exits and now - child.exits[0] > CRASH_LOOP_WINDOW:
-                    child.exits.popleft()
-                if len(child.exits) >= CRASH_LOOP_EXITS:
-                    print(
-                        f"{child.name} exited {len(child.exits)} times within "
-                        f"{CRASH_LOOP_WINDOW:.0f}s (last status {status}); stopping everything. "
-                        f"See {child.log_path}",
-                        flush=True,
-                    )
-                    return 1
-                print(
-                    f"{child.name} exited with status {status}; restarting it "
-                    f"(see {child.log_path})",
-                    flush=True,
-                )
-                child.stop(timeout=2)  # leftovers of its group, e.g. orphaned spiders
-                time.sleep(RESTART_PAUSE)
-                child.start()
-
-    def stop(self) -> None:
-        """Stop every process group: TERM all at once, then KILL whatever is left."""
-        live = [c for c in self.children if c.process is not None]
-        if not live:
-            return
-        print("stopping ...", flush=True)
-        for child in live:
-            child.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in reversed(live):
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            child.stop(timeout=1)
-        print("stopped", flush=True)
-
-
-def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
-    raise Shutdown()
-
 
 def run(args: argparse.Namespace) -> int:
     if args.nodes < 0:
         print("crawlfleet up: error: --nodes must be 0 or more", file=sys.stderr)
         return 2
-    platform = Platform(args)
-    previous = signal.signal(signal.SIGTERM, _raise_shutdown)
-    try:
-        platform.configure_environment()
-        platform.choose_ports()
-        node_token, api_token = platform.prepare_database()
-        platform.start_processes(node_token)
-        platform.wait_for_nodes()
-        platform.deploy(api_token)
-        platform.ensure_example_task()
-        print(platform.banner(), flush=True)
-        return platform.supervise()
-    except UpError as exc:
-        print(f"crawlfleet up: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except (KeyboardInterrupt, Shutdown):
-        return 0
-    finally:
-        # A second Ctrl-C must not interrupt the clean-up and leave process groups behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    supervisor = Supervisor()
+    platform = Platform(args, supervisor)
+    with stop_signals_raise_shutdown():
         try:
-            platform.stop()
+            platform.configure_environment()
+            platform.choose_ports()
+            node_token, api_token = platform.prepare_database()
+            platform.start_processes(node_token)
+            platform.wait_for_nodes()
+            platform.deploy(api_token)
+            platform.ensure_example_task()
+            print(platform.banner(), flush=True)
+            return supervisor.supervise()
+        except UpError as exc:
+            print(f"crawlfleet up: error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except Shutdown:
+            return 0
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            supervisor.stop()

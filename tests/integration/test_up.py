@@ -4,9 +4,10 @@ One platform with two real Scrapyd nodes comes up in a temporary data dir. The t
 admin with the printed login, checks through the REST API that the nodes registered, the egg was
 deployed and the example task exists, then runs the books spider with the CI smoke script
 (deploy/ci/smoke-run.sh), kills a service to see it restarted, and stops the platform with
-Ctrl-C. No process of that platform may be
-left behind. A second ``up`` on the same data dir reuses the login and the deployed egg and stops
-on SIGTERM.
+SIGINT. That platform is started the way a script's ``crawlfleet up &`` starts it, with SIGINT
+ignored: ``up`` must stop on it all the same, and its services must not inherit the ignore. No
+process of that platform may be left behind. A second ``up`` on the same data dir reuses the
+login and the deployed egg and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from tests.fixtures.common import REPO_ROOT
 pytestmark = [pytest.mark.scrapyd, pytest.mark.slow]
 VENV_BIN = Path(sys.executable).parent
 READY_LINE = "Press Ctrl-C to stop."
+# What a non-interactive shell does to `cmd &`: SIGINT ignored, inherited through exec.
+SIGINT_IGNORED = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']
 
 
 def descendants(root: int) -> dict[int, str]:
@@ -62,6 +65,16 @@ def cmdline(pid: int) -> str | None:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return None
+
+
+def ignores_sigint(pid: int) -> bool:
+    """Whether the process ignores SIGINT (its SigIgn mask in /proc); False once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -141,9 +154,10 @@ def start_up(tmp_path: Path) -> Iterator:
         CRAWLFLEET_SPIDER_HEARTBEAT="2",
     )
 
-    def start(*args: str) -> Up:
+    def start(*args: str, sigint_ignored: bool = False) -> Up:
         log = tmp_path / f"up-{len(started)}.out"
-        up = Up([str(VENV_BIN / "crawlfleet"), "up", *args], env, tmp_path, log)
+        argv = [str(VENV_BIN / "crawlfleet"), "up", *args]
+        up = Up([*SIGINT_IGNORED, *argv] if sigint_ignored else argv, env, tmp_path, log)
         started.append(up)
         return up
 
@@ -177,7 +191,7 @@ def test_up_brings_the_platform_up_runs_a_crawl_and_stops_cleanly(tmp_path: Path
     args = ["--nodes", "2", "--data-dir", str(data), "--port", str(port)]
     args += ["--node-port", "0", "--demo-port", str(demo_port), "--max-proc", "2"]
 
-    up = start_up(*args)
+    up = start_up(*args, sigint_ignored=True)
     output = up.wait_ready(timeout=150)
     assert f"URL        {url}/admin/" in output
     login = re.search(r"login\s+(\S+) / (\S+)", output)
@@ -235,6 +249,8 @@ def test_up_brings_the_platform_up_runs_a_crawl_and_stops_cleanly(tmp_path: Path
     assert restarted, up.output
     assert "poller exited with status -9; restarting it" in up.output
 
+    services = descendants(up.proc.pid)
+    assert [cmd for pid, cmd in services.items() if ignores_sigint(pid)] == []
     assert up.stop(signal.SIGINT) == 0
     assert processes_mentioning(str(data)) == []
 
