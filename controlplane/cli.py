@@ -17,7 +17,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("controlplane.commands.up", "the whole platform on this machine"),
     "node": ("controlplane.commands.node", "one Scrapyd node that joins the fleet"),
-    "web": ("controlplane.commands.web", "the web server: REST API, admin, spider reports"),
+    "web": ("controlplane.commands.web", "the web server: dashboard, REST and Scrapyd APIs"),
     "egg": ("controlplane.commands.egg", "build the crawler egg"),
     "deploy": ("controlplane.commands.deploy", "upload an egg to the control plane"),
     "token": ("controlplane.commands.token", "manage API tokens"),

@@ -66,10 +66,13 @@ INSTALLED_APPS = [
     "controlplane.loops",
     "controlplane.api",
     "controlplane.dashboard",
+    "controlplane.scrapydapi",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Requests that arrived on a Scrapyd port get the Scrapyd API at the root.
+    "controlplane.scrapydapi.port.ScrapydPortMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Writes to /api/ whose body cannot be read are refused before anything else looks at them.
     "controlplane.api.request_body.RequestBodyMiddleware",
@@ -191,3 +194,20 @@ CRAWLFLEET_POLL_WORKERS = int(os.environ.get("CRAWLFLEET_POLL_WORKERS", 32))
 CRAWLFLEET_SPIDER_HEARTBEAT = _env_float("CRAWLFLEET_SPIDER_HEARTBEAT", 10.0)
 # Redis shared by fan-out crawls (passed to the spiders; the control plane cleans keys).
 CRAWLFLEET_REDIS_URL = os.environ.get("CRAWLFLEET_REDIS_URL", "")
+
+# --- the Scrapyd-compatible API -------------------------------------------------------------------
+# The name every answer carries as ``node_name``: the whole fleet is one Scrapyd to its clients.
+CRAWLFLEET_SCRAPYD_NODE_NAME = os.environ.get("CRAWLFLEET_SCRAPYD_NODE_NAME", "crawlfleet")
+# Ended jobs listjobs.json and /jobs show, newest first (Scrapyd's finished_to_keep).
+CRAWLFLEET_SCRAPYD_FINISHED_TO_KEEP = int(
+    os.environ.get("CRAWLFLEET_SCRAPYD_FINISHED_TO_KEEP", 100)
+)
+# Seconds one listjobs.json answer is shared by all clients polling one web process (0: off).
+CRAWLFLEET_SCRAPYD_LISTING_CACHE = _env_float("CRAWLFLEET_SCRAPYD_LISTING_CACHE", 1.0)
+# A log fetched without a Range is cut to its last this many bytes (0: whole).
+CRAWLFLEET_SCRAPYD_LOG_LIMIT = int(os.environ.get("CRAWLFLEET_SCRAPYD_LOG_LIMIT", 16 * 1024 * 1024))
+# Local ports whose requests get the Scrapyd API at the root (``crawlfleet web --scrapyd-bind``),
+# for tools that take only host:port, such as ScrapydWeb and Gerapy.
+CRAWLFLEET_SCRAPYD_PORTS = [
+    int(port) for port in os.environ.get("CRAWLFLEET_SCRAPYD_PORTS", "").split(",") if port.strip()
+]

@@ -1,4 +1,5 @@
-"""URL map: the dashboard at the root, the admin (the superuser's back office) and the REST API."""
+"""URL map: the dashboard at the root, the admin (the superuser's back office), the REST API and
+the Scrapyd-compatible API."""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -26,5 +27,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
+    path("scrapyd/", include("controlplane.scrapydapi.urls")),
     path("", include("controlplane.dashboard.urls")),
 ]

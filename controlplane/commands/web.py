@@ -1,4 +1,5 @@
-"""``crawlfleet web``: the REST API, the admin and the spider reports, served by gunicorn.
+"""``crawlfleet web``: the dashboard, the REST API, the Scrapyd-compatible API, the admin and the
+spider reports, served by gunicorn.
 
 Start-up runs the migrations (serialised by a lock, see ``controlplane.commands.bootstrap``) and the
 env-driven bootstrap, collects the admin's static files if they changed, then hands the process
@@ -26,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bind",
         default=os.environ.get("CRAWLFLEET_WEB_BIND", "127.0.0.1:8000"),
         help="HOST:PORT to listen on (env CRAWLFLEET_WEB_BIND; default 127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--scrapyd-bind",
+        default=os.environ.get("CRAWLFLEET_SCRAPYD_BIND", ""),
+        metavar="HOST:PORT",
+        help="also listen here, with the Scrapyd-compatible API at the root, for tools that "
+        "take only host:port such as ScrapydWeb (env CRAWLFLEET_SCRAPYD_BIND; default: none)",
     )
     parser.add_argument(
         "--workers",
@@ -61,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     """Gunicorn settings: threaded workers, logs on stderr, no shared control socket."""
     options: dict[str, Any] = {
-        "bind": [args.bind],
+        "bind": [args.bind, *([args.scrapyd_bind] if args.scrapyd_bind else [])],
         "workers": max(1, args.workers),
         "worker_class": "gthread",
         "threads": max(1, args.threads),
@@ -105,7 +113,20 @@ def serve(options: dict[str, Any]) -> int:
     return 0
 
 
+def scrapyd_port(bind: str) -> int:
+    """The port of a ``HOST:PORT`` (or ``[v6]:PORT``) bind address."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"crawlfleet web: error: --scrapyd-bind {bind!r} is not HOST:PORT")
+    return int(port)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.scrapyd_bind:
+        # Read by settings: requests on this listener get the Scrapyd API at the root.
+        os.environ["CRAWLFLEET_SCRAPYD_PORTS"] = str(scrapyd_port(args.scrapyd_bind))
+        if args.scrapyd_bind == args.bind:
+            raise SystemExit("crawlfleet web: error: --scrapyd-bind must differ from --bind")
     from controlplane.django_setup import setup
 
     setup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from controlplane.validators import validate_name, validate_version
@@ -14,6 +15,21 @@ class Project(models.Model):
         "deploys.Version", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The recovery policy of runs outside any task (jobs scheduled through the Scrapyd API).
+    # One attempt by default, as Scrapyd itself runs a scheduled job once.
+    max_attempts = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    retry_backoff = models.FloatField(
+        default=30.0, validators=[MinValueValidator(0)], help_text="seconds before the 1st retry"
+    )
+    retry_backoff_factor = models.FloatField(default=2.0, validators=[MinValueValidator(1)])
+    error_threshold = models.PositiveIntegerField(
+        default=0, help_text="more ERROR log lines than this make a run failed"
+    )
+    max_runtime = models.PositiveIntegerField(
+        null=True, blank=True, help_text="seconds; longer runs are cancelled as timed out"
+    )
 
     class Meta:
         ordering = ["name"]

@@ -299,8 +299,29 @@ def _rollback(project: Project, version: Version) -> DeployOutcome:
     return DeployOutcome(version, results, created=False, message=f"{version} is now current")
 
 
-def delete_version(version: Version, actor: audit.Actor | None = None) -> DeployOutcome:
-    """Delete a version everywhere (see :func:`_delete_version`); audited."""
+def delete_version(
+    version: Version, actor: audit.Actor | None = None, *, retire_current: bool = False
+) -> DeployOutcome:
+    """Delete a version everywhere (see :func:`_delete_version`); audited.
+
+    ``retire_current`` lets the current version go, as Scrapyd's ``delversion.json`` does: the
+    newest remaining version becomes current (none if it was the last), as Scrapyd's default
+    version would be. Other faces refuse, so that an operator rolls back on purpose.
+    """
+    project = version.project
+    if retire_current and project.current_version_id == version.pk:
+        successor = (
+            project.versions.filter(deleted_at__isnull=True)
+            .exclude(pk=version.pk)
+            .order_by("-number")
+            .first()
+        )
+        if usage.deletion_blockers(version):
+            raise DeployError(
+                "; ".join(usage.deletion_blockers(version)), code="conflict", status=409
+            )
+        Project.objects.filter(pk=project.pk).update(current_version=successor)
+        project.current_version = successor
     outcome = _delete_version(version)
     _audit(actor, "version.delete", outcome)
     return outcome
@@ -343,3 +364,25 @@ def _delete_version(version: Version) -> DeployOutcome:
         version.delete()
         message = f"deleted from {len(results)} nodes"
     return DeployOutcome(version, results, created=False, message=message)
+
+
+def delete_project(project: Project, actor: audit.Actor | None = None) -> list[DeployOutcome]:
+    """Every version of ``project`` off every node, as Scrapyd's ``delproject.json``.
+
+    Refused while tasks run the project or its jobs are active. The project row stays while job
+    history refers to it; a project without versions is not listed (as in Scrapyd, where a
+    project is its eggs), and an upload under its name brings it back.
+    """
+    blockers = usage.project_deletion_blockers(project)
+    if blockers:
+        raise DeployError("; ".join(blockers), code="conflict", status=409)
+    Project.objects.filter(pk=project.pk).update(current_version=None)
+    project.current_version = None
+    outcomes = [
+        _delete_version(version)
+        for version in project.versions.filter(deleted_at__isnull=True).order_by("number")
+    ]
+    audit.record(actor, "project.delete", project.name, versions=[str(o.version) for o in outcomes])
+    if not project.versions.exists():  # tombstones stay while jobs remember them
+        project.delete()
+    return outcomes

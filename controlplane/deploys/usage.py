@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controlplane.deploys.models import Version
+from controlplane.deploys.models import Project, Version
 
 
 def _nothing(version: Version) -> str:
@@ -23,6 +23,10 @@ def _no_history(version: Version) -> bool:
     return False
 
 
+def _no_project_use(project: Project) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class VersionUser:
     """One kind of reference to versions.
@@ -30,12 +34,14 @@ class VersionUser:
     - ``needed``: ids of versions every node must hold for these references.
     - ``blocks_deletion``: why ``version`` cannot be deleted now, or "".
     - ``keeps_history``: rows still refer to ``version``, so its row stays as a tombstone.
+    - ``blocks_project_deletion``: why every version of ``project`` cannot go now, or "".
     """
 
     name: str
     needed: Callable[[], set[int]]
     blocks_deletion: Callable[[Version], str] = _nothing
     keeps_history: Callable[[Version], bool] = _no_history
+    blocks_project_deletion: Callable[[Project], str] = _no_project_use
 
 
 _users: dict[str, VersionUser] = {}
@@ -56,6 +62,10 @@ def needed_version_ids() -> set[int]:
 def deletion_blockers(version: Version) -> list[str]:
     """Every reason ``version`` cannot be deleted yet, in registration order."""
     return [reason for user in _users.values() if (reason := user.blocks_deletion(version))]
+
+
+def project_deletion_blockers(project: Project) -> list[str]:
+    return [r for user in _users.values() if (r := user.blocks_project_deletion(project))]
 
 
 def kept_in_history(version: Version) -> bool:

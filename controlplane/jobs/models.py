@@ -61,6 +61,11 @@ class Job(models.Model):
     # Nodes earlier attempts ran on: avoided by the dispatcher while others are available.
     avoid_nodes = models.JSONField(default=list, blank=True)
     scrapyd_job_id = models.CharField(max_length=64, unique=True, default=new_scrapyd_job_id)
+    # The id a Scrapyd client knows the job by: the first attempt's, kept by every retry.
+    chain_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # Higher runs first among queued jobs (Scrapyd's schedule.json ``priority``).
+    priority = models.FloatField(default=0.0)
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="crawl process on its node")
 
     state = models.CharField(max_length=11, choices=State.choices, default=State.QUEUED)
     reason = models.TextField(blank=True)
@@ -109,6 +114,11 @@ class Job(models.Model):
             for key, value in fields.items():
                 setattr(self, key, value)
         return won
+
+    @property
+    def chain_key(self) -> str:
+        """The id of this job's chain of attempts (see ``chain_id``)."""
+        return self.chain_id or self.scrapyd_job_id
 
     @property
     def log_path(self) -> str:

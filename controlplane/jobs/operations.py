@@ -26,7 +26,9 @@ class OperationError(Exception):
     """The job is not in a state that allows the operation; the message says why."""
 
 
-def cancel_job(job: Job, reason: str = "", actor: audit.Actor | None = None) -> str:
+def cancel_job(
+    job: Job, reason: str = "", actor: audit.Actor | None = None, *, force: bool = False
+) -> str:
     """Stop a job; returns what happened, in words.
 
     A queued job is cancelled at once. A job on a node gets ``cancel_requested`` first (so a
@@ -39,9 +41,29 @@ def cancel_job(job: Job, reason: str = "", actor: audit.Actor | None = None) -> 
     if job.is_final:
         raise OperationError(f"job {job.pk} has already ended ({job.state})")
     reason = reason or (f"{CANCEL_OPERATOR} ({actor})" if actor else CANCEL_OPERATOR)
-    outcome = _cancel(job, reason)
-    audit.record(actor, "job.cancel", f"job {job.pk}", spider=job.spider, outcome=outcome)
+    if force:
+        # Mark it stopping first (so a poller calls it cancelled, not lost), then kill it.
+        first = _cancel(job, reason) if not job.cancel_requested else ""
+        job.refresh_from_db()
+        outcome = first if job.is_final else _kill(job)
+    else:
+        outcome = _cancel(job, reason)
+    audit.record(
+        actor, "job.cancel", f"job {job.pk}", spider=job.spider, outcome=outcome, force=force
+    )
     return outcome
+
+
+def _kill(job: Job) -> str:
+    """A second, forced cancel: the crawl gets SIGKILL now instead of a graceful shutdown."""
+    node = job.node
+    if node is None or job.state not in Job.ON_NODE:
+        return "a stop was already requested"
+    try:
+        node.client().cancel(job.project.name, job.scrapyd_job_id, signal="KILL")
+    except ScrapydError as exc:
+        return f"kill not delivered to {node.name}: {exc}; the poller will stop it"
+    return f"killed on {node.name}"
 
 
 def _cancel(job: Job, reason: str) -> str:

@@ -180,16 +180,21 @@ def _due(now: datetime) -> QuerySet[Job]:
     )
 
 
-def _due_jobs(now: datetime, after: tuple[datetime, int] | None, count: int) -> list[Job]:
+def _due_jobs(now: datetime, after: tuple[float, datetime, int] | None, count: int) -> list[Job]:
+    """Due jobs by priority (highest first), then oldest first; after the ``after`` cursor."""
     due = (
         _due(now)
         .select_related("run__task", "project", "version")
         .defer("version__egg")
-        .order_by("created_at", "pk")
+        .order_by("-priority", "created_at", "pk")
     )
     if after is not None:
-        created_at, pk = after
-        due = due.filter(Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk))
+        priority, created_at, pk = after
+        due = due.filter(
+            Q(priority__lt=priority)
+            | Q(priority=priority, created_at__gt=created_at)
+            | Q(priority=priority, created_at=created_at, pk__gt=pk)
+        )
     if connection.features.has_select_for_update_skip_locked:
         # Rows another transaction is changing (a cancel, another planner) are left for later.
         due = due.select_for_update(skip_locked=True, of=("self",))
@@ -264,12 +269,12 @@ def plan(limit: int = 1000) -> list[Placement]:
         fleet = _fleet()
         if fleet is None or fleet.free <= 0:
             return []
-        after: tuple[datetime, int] | None = None
+        after: tuple[float, datetime, int] | None = None
         while fleet.free > 0 and len(placements) < limit:
             batch = _due_jobs(now, after, PLAN_CHUNK)
             if not batch:
                 break
-            after = (batch[-1].created_at, batch[-1].pk)
+            after = (batch[-1].priority, batch[-1].created_at, batch[-1].pk)
             tasks = {job.run.task.pk: job.run.task for job in batch if job.run.task is not None}
             fleet.selected_nodes.update(_selected_nodes(tasks.values()))
             first_active = _first_active_runs(tasks.values())

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from controlplane.jobs.models import Job
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JobPolicy:
-    """A task's recovery settings; ad-hoc runs (no task) get these defaults: one attempt."""
+    """A task's recovery settings; runs outside any task get their project's."""
 
     max_attempts: int = 1
     retry_backoff: float = 30.0
@@ -43,13 +43,8 @@ class JobPolicy:
     max_runtime: int | None = None
 
 
-ADHOC_POLICY = JobPolicy()
-
-
 def policy_for(job: Job) -> JobPolicy:
-    task = job.run.task
-    if task is None:
-        return ADHOC_POLICY
+    task = job.run.task or job.project
     return JobPolicy(
         max_attempts=task.max_attempts,
         retry_backoff=task.retry_backoff,
@@ -135,6 +130,8 @@ def create_retry(job: Job, *, not_before: datetime | None, reason: str = "") -> 
         version_id=job.version_id,
         args=dict(job.args),
         settings=dict(job.settings),
+        priority=job.priority,
+        chain_id=job.chain_key,
         avoid_nodes=sorted({*(job.avoid_nodes or []), *([job.node_id] if job.node_id else [])}),
         not_before=not_before,
         reason=reason[:2000],
@@ -196,11 +193,13 @@ def sweep(now: datetime | None = None, limit: int = 500) -> int:
             state__in=Job.RETRYABLE,
             retried_by__isnull=True,
             run__state=TaskRun.State.ACTIVE,
-            # Ad-hoc runs (no task) have one attempt: nothing to sweep for them.
-            run__task__isnull=False,
-            attempt__lt=F("run__task__max_attempts"),
         )
-        .select_related("run__task", "node")
+        .filter(
+            Q(run__task__isnull=False, attempt__lt=F("run__task__max_attempts"))
+            # Runs outside any task follow their project's policy.
+            | Q(run__task__isnull=True, attempt__lt=F("project__max_attempts"))
+        )
+        .select_related("run__task", "node", "project")
         .order_by("finished_at")[:limit]
     )
     return sum(maybe_retry(job, now) is not None for job in candidates)

@@ -195,3 +195,36 @@ def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
         if run is not None:
             created.append(run)
     return created
+
+
+def create_adhoc_run(
+    project: Project,
+    spider: str,
+    *,
+    version: Version | None = None,
+    args: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
+    trigger: str = TaskRun.Trigger.API,
+    job_id: str | None = None,
+    priority: float = 0.0,
+) -> Job:
+    """A one-off run of ``spider`` outside any task (Scrapyd-compatible ``schedule.json``).
+
+    It is queued for the dispatcher like any other job and recovers by the project's policy.
+    """
+    version = resolve_version(project, version)
+    with transaction.atomic():
+        run = TaskRun.objects.create(task=None, trigger=trigger, scheduled_for=timezone.now())
+        job = Job(
+            run=run,
+            project=project,
+            spider=spider,
+            version=version,
+            args=dict(args or {}),
+            settings=dict(settings or {}),
+            priority=priority,
+        )
+        if job_id:
+            job.scrapyd_job_id = job_id
+        job.save()
+    return job

@@ -100,6 +100,7 @@ class Tracker:
                     [Job.State.DISPATCHING, Job.State.PENDING],
                     Job.State.RUNNING,
                     started_at=started,
+                    pid=entry.get("pid") if isinstance(entry.get("pid"), int) else None,
                 )
             if job.state == Job.State.RUNNING:
                 self.watch_running(job, session, entry, now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.deploys.models import Version
+from controlplane.deploys.models import Project, Version
 from controlplane.deploys.usage import VersionUser
 from controlplane.jobs.models import Job
 
@@ -21,6 +21,15 @@ def _keeps_history(version: Version) -> bool:
     return Job.objects.filter(version=version).exists()
 
 
+def _blocks_project_deletion(project: Project) -> str:
+    active = Job.objects.filter(project=project, state__in=Job.ACTIVE).count()
+    return f"{active} active job(s) of {project.name}; cancel them or wait" if active else ""
+
+
 USED_BY_JOBS = VersionUser(
-    "jobs", needed=_needed, blocks_deletion=_blocks_deletion, keeps_history=_keeps_history
+    "jobs",
+    needed=_needed,
+    blocks_deletion=_blocks_deletion,
+    keeps_history=_keeps_history,
+    blocks_project_deletion=_blocks_project_deletion,
 )

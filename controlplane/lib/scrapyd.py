@@ -244,3 +244,63 @@ class ScheduleConnection:
             self.close()
             raise ScrapydError(f"{self.url} unreachable: {exc}", unreachable=True) from exc
         return str(read_answer(self.url, "schedule.json", response.status, body).get("jobid", ""))
+
+
+@dataclass
+class FilePart:
+    """A file a node serves, or the part of it a ``Range`` asked for."""
+
+    status: int  # 200, 206, 404 or 416
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    content_range: str = ""
+    size: int = 0  # the whole file's size
+
+
+def fetch_file(
+    client: ScrapydClient, path: str, range_header: str = "", limit: int = 0
+) -> FilePart:
+    """``path`` from the node, honouring the caller's ``Range``; at most the last ``limit``
+    bytes when no range is asked (0: the whole file).
+
+    Twisted's static files answer a suffix range longer than the file with HTTP 500, so the
+    length is asked first and suffix ranges are turned into explicit ones.
+    """
+    url = urljoin(client.url, path)
+    try:
+        head = client.session.head(url, timeout=client.timeout)
+        if head.status_code == 404:
+            return FilePart(404)
+        size = int(head.headers.get("Content-Length") or 0)
+        wanted = _explicit_range(range_header, size, limit)
+        headers = {"Range": wanted} if wanted else {}
+        response = client.session.get(url, headers=headers, timeout=client.timeout)
+    except (requests.RequestException, ValueError) as exc:
+        raise ScrapydError(f"{url}: {exc}", unreachable=True) from exc
+    if response.status_code not in (200, 206, 404, 416):
+        raise ScrapydError(f"{url} answered HTTP {response.status_code}")
+    return FilePart(
+        response.status_code,
+        response.content if response.status_code in (200, 206) else b"",
+        response.headers.get("Content-Type", "text/plain; charset=utf-8"),
+        response.headers.get("Content-Range", ""),
+        size,
+    )
+
+
+def _explicit_range(range_header: str, size: int, limit: int) -> str:
+    """``bytes=a-b`` for the node: suffixes resolved against ``size``; "" for the whole file."""
+    spec = range_header.strip()
+    if not spec:
+        return f"bytes={size - limit}-" if limit and size > limit else ""
+    unit, _, ranges = spec.partition("=")
+    first = ranges.split(",")[0].strip()
+    if unit.strip() != "bytes" or "-" not in first:
+        return ""
+    start, _, end = first.partition("-")
+    if not start:  # bytes=-N: the last N bytes
+        suffix = int(end) if end.isdigit() else 0
+        return f"bytes={max(size - suffix, 0)}-" if suffix else ""
+    if not start.isdigit() or (end and not end.isdigit()):
+        return ""
+    return f"bytes={start}-{end}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.deploys.models import Version
+from controlplane.deploys.models import Project, Version
 from controlplane.deploys.usage import VersionUser
 from controlplane.scheduling.models import Task
 
@@ -19,4 +19,14 @@ def _blocks_deletion(version: Version) -> str:
     return f"{version} is pinned by task(s) {', '.join(pinned)}" if pinned else ""
 
 
-PINNED_BY_TASKS = VersionUser("tasks", needed=_needed, blocks_deletion=_blocks_deletion)
+def _blocks_project_deletion(project: Project) -> str:
+    names = sorted(Task.objects.filter(project=project).values_list("name", flat=True))
+    return f"task(s) {', '.join(names)} run {project.name}; delete them first" if names else ""
+
+
+PINNED_BY_TASKS = VersionUser(
+    "tasks",
+    needed=_needed,
+    blocks_deletion=_blocks_deletion,
+    blocks_project_deletion=_blocks_project_deletion,
+)
