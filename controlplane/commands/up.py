@@ -78,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="port of the demo bookshop the example task crawls (default 8800; 0: none)",
     )
     parser.add_argument(
+        "--scrapyd-port",
+        type=int,
+        default=6900,
+        help="port of the fleet's Scrapyd-compatible API at its root, for ScrapydWeb and the "
+        "like (default 6900; 0: only under /scrapyd/)",
+    )
+    parser.add_argument(
         "--web-workers", type=int, default=2, help="gunicorn workers of the web server (default 2)"
     )
     parser.add_argument(
@@ -147,7 +154,7 @@ class Platform:
         if busy:
             raise UpError(
                 f"port(s) {', '.join(map(str, busy))} already in use (another `crawlfleet up`?); "
-                "choose others with --port, --node-port or --demo-port"
+                "choose others with --port, --node-port, --demo-port or --scrapyd-port"
             )
 
     def prepare_database(self) -> tuple[str, str]:
@@ -184,6 +191,7 @@ class Platform:
         """Pick the nodes' ports and fail early if any port is taken."""
         self.ports = self.node_ports()
         extra = [self.args.demo_port] if self.demo_url else []
+        extra += [self.args.scrapyd_port] if self.args.scrapyd_port else []
         self.check_ports([self.args.port, *self.ports, *extra])
 
     def start_processes(self, node_token: str) -> None:
@@ -206,6 +214,11 @@ class Platform:
                 f"127.0.0.1:{self.args.port}",
                 "--workers",
                 str(self.args.web_workers),
+                *(
+                    ["--scrapyd-bind", f"127.0.0.1:{self.args.scrapyd_port}"]
+                    if self.args.scrapyd_port
+                    else []
+                ),
             ),
             port=self.args.port,
         )
@@ -359,8 +372,11 @@ class Platform:
         lines = [
             "",
             "crawlfleet is up",
-            f"  URL        {self.url}/admin/",
-            f"  API        {self.url}/api/v1/docs",
+            f"  dashboard  {self.url}/",
+            f"  REST API   {self.url}/api/v1/docs",
+            f"  Scrapyd    {self.url}/scrapyd/"
+            + (f" and http://127.0.0.1:{self.args.scrapyd_port}/" if self.args.scrapyd_port else ""),
+            f"  admin      {self.url}/admin/",
             f"  login      {self.login}",
             f"  API token  operator token in {self.data_dir / 'api-token'}",
             f"  nodes      {nodes}",

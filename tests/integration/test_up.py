@@ -186,14 +186,16 @@ def admin_login_works(url: str, username: str, password: str) -> bool:
 
 def test_up_brings_the_platform_up_runs_a_crawl_and_stops_cleanly(tmp_path: Path, start_up) -> None:
     data = tmp_path / "var"
-    port, demo_port = free_port(), free_port()
+    port, demo_port, scrapyd_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["--nodes", "2", "--data-dir", str(data), "--port", str(port)]
     args += ["--node-port", "0", "--demo-port", str(demo_port), "--max-proc", "2"]
+    args += ["--scrapyd-port", str(scrapyd_port)]
 
     up = start_up(*args, sigint_ignored=True)
     output = up.wait_ready(timeout=150)
-    assert f"URL        {url}/admin/" in output
+    assert f"dashboard  {url}/" in output
+    assert f"Scrapyd    {url}/scrapyd/ and http://127.0.0.1:{scrapyd_port}/" in output
     login = re.search(r"login\s+(\S+) / (\S+)", output)
     assert login, output
     username, password = login.groups()
@@ -215,6 +217,11 @@ def test_up_brings_the_platform_up_runs_a_crawl_and_stops_cleanly(tmp_path: Path
     assert tasks["books-demo"]["spider"] == "books"
     assert tasks["books-demo"]["cron"] == "*/5 * * * *"
     assert tasks["books-demo"]["args"]["start_url"].startswith(f"http://127.0.0.1:{demo_port}/")
+    # The same fleet as one Scrapyd, at the root of its own port.
+    listed = requests.get(
+        f"http://127.0.0.1:{scrapyd_port}/listprojects.json", auth=("ops", token), timeout=10
+    ).json()
+    assert listed["projects"] == ["crawler"], listed
 
     # The CI smoke stage, against this platform: run books on a node and wait for success.
     smoke = subprocess.run(
