@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.db import models
 from django.utils import timezone
@@ -11,6 +12,7 @@ from django.utils import timezone
 from controlplane.accounts.roles import Role, allows
 
 TOKEN_PREFIX = "cf_"
+LAST_USED_STEP = timedelta(minutes=1)
 
 
 def hash_token(token: str) -> str:
@@ -50,8 +52,12 @@ class ApiToken(models.Model):
         if not secret:
             return None
         token = cls.objects.filter(key_hash=hash_token(secret), revoked=False).first()
-        if token is not None:
-            cls.objects.filter(pk=token.pk).update(last_used=timezone.now())
+        now = timezone.now()
+        # At most one write a minute per token: clients polling every second must not write.
+        if token is not None and (
+            token.last_used is None or now - token.last_used > LAST_USED_STEP
+        ):
+            cls.objects.filter(pk=token.pk).update(last_used=now)
         return token
 
     def allows(self, role: str) -> bool:

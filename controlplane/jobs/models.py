@@ -95,6 +95,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["state", "node"]),
             models.Index(fields=["state", "not_before"]),
+            # The newest ended jobs first (Scrapyd's listjobs.json and /jobs).
+            models.Index(fields=["state", "-finished_at"], name="job_state_finished"),
         ]
 
     def __str__(self) -> str:

@@ -24,7 +24,11 @@ PENDING_STATES = (Job.State.QUEUED, Job.State.DISPATCHING, Job.State.PENDING)
 
 def latest_attempts(project: str | None = None) -> QuerySet[Job]:
     """Jobs that were not retried: the current attempt of every chain."""
-    jobs = Job.objects.filter(retried_by__isnull=True).select_related("project", "version")
+    jobs = (
+        Job.objects.filter(retried_by__isnull=True)
+        .select_related("project", "version")
+        .defer("version__egg")  # eggs are megabytes: never load them for a listing
+    )
     return jobs.filter(project__name=project) if project else jobs
 
 
