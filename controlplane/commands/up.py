@@ -26,26 +26,22 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import IO
 
+from controlplane.commands import up_content
 from controlplane.commands.supervisor import (
     Child,
     Shutdown,
     Supervisor,
     stop_signals_raise_shutdown,
 )
+from controlplane.commands.up_content import crawlfleet_argv
 from controlplane.lib.procutil import ProcessFailed, free_port, port_open
 
-EXAMPLE_TASK = "books-demo"
-EXAMPLE_CRON = "*/5 * * * *"
-PROJECT = "crawler"
 REGISTER_TIMEOUT = 90.0
 
 
@@ -101,14 +97,6 @@ def default_project_dir() -> Path:
 
     candidate = Path(crawler.__file__).resolve().parent.parent
     return candidate if (candidate / "scrapy.cfg").is_file() else Path.cwd()
-
-
-def crawlfleet_argv(*args: str) -> list[str]:
-    """The console script beside this interpreter, or the CLI module if it is not installed."""
-    script = Path(sys.executable).parent / "crawlfleet"
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "controlplane.cli", *args]
 
 
 class Platform:
@@ -268,99 +256,14 @@ class Platform:
             )
 
     # --- deploy and the example task -------------------------------------------------------
-    def sources_fingerprint(self, project_dir: Path) -> str:
-        """A digest of the crawler's sources, to skip redeploying an unchanged project."""
-        digest = hashlib.sha256()
-        files = [project_dir / "scrapy.cfg", *sorted((project_dir / PROJECT).rglob("*.py"))]
-        for path in files:
-            if "__pycache__" in path.parts or not path.is_file():
-                continue
-            digest.update(str(path.relative_to(project_dir)).encode() + b"\0")
-            digest.update(path.read_bytes())
-        return digest.hexdigest()
-
-    def deployed_unchanged(self, fingerprint: str) -> str | None:
-        """The version deployed from these same sources, if it is still the current one."""
-        from django.db import close_old_connections
-
-        from controlplane.deploys.models import Project
-
-        close_old_connections()
-        try:
-            state = json.loads((self.data_dir / "deployed.json").read_text())
-        except (OSError, ValueError):
-            return None
-        project = Project.objects.filter(name=PROJECT).select_related("current_version").first()
-        current = project.current_version if project else None
-        if current is None or state.get("fingerprint") != fingerprint:
-            return None
-        return current.version if current.version == state.get("version") else None
-
     def deploy(self, api_token: str) -> None:
-        from controlplane.lib.eggs import EggError, build_egg
-
         project_dir = (self.args.project_dir or default_project_dir()).resolve()
-        fingerprint = self.sources_fingerprint(project_dir)
-        version = self.deployed_unchanged(fingerprint)
-        if version is not None:
-            self.deploy_note = f"{PROJECT} {version} (unchanged, not redeployed)"
-            return
-        print(f"building and deploying the egg of {project_dir} ...", flush=True)
-        try:
-            egg = build_egg(project_dir, output_dir=self.data_dir / "eggs")
-        except EggError as exc:
-            self.deploy_note = f"NOT DEPLOYED: egg build failed: {exc}"
-            return
-        log_path = self.logs / "deploy.log"
-        with log_path.open("a") as log:
-            result = subprocess.run(
-                crawlfleet_argv("deploy", str(egg.path), "--url", self.url, "--project", PROJECT),
-                env={**os.environ, "CRAWLFLEET_TOKEN": api_token},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                timeout=300,
-                check=False,
-            )
-        if result.returncode == 0:
-            self.deploy_note = f"{PROJECT} {egg.version} on every node"
-            record = {"fingerprint": fingerprint, "version": egg.version}
-            (self.data_dir / "deployed.json").write_text(json.dumps(record) + "\n")
-        elif result.returncode == 3:
-            self.deploy_note = f"{PROJECT} {egg.version}, but some nodes failed (see {log_path})"
-        else:
-            self.deploy_note = f"NOT DEPLOYED (exit {result.returncode}; see {log_path})"
+        self.deploy_note = up_content.deploy_crawler(
+            project_dir, self.data_dir, self.logs, self.url, api_token
+        )
 
     def ensure_example_task(self) -> None:
-        from django.core.exceptions import ValidationError
-        from django.db import close_old_connections
-
-        from controlplane.deploys.models import Project
-        from controlplane.scheduling.models import Task
-
-        close_old_connections()
-        existing = Task.objects.filter(name=EXAMPLE_TASK).first()
-        if existing is not None:
-            self.task_note = f"{EXAMPLE_TASK} ({existing.spider}, cron {existing.cron!r})"
-            return
-        project = Project.objects.filter(name=PROJECT).first()
-        if project is None or not self.demo_url:
-            self.task_note = "none (nothing deployed or no demo site)"
-            return
-        task = Task(
-            name=EXAMPLE_TASK,
-            project=project,
-            spider="books",
-            args={"start_url": f"{self.demo_url}/catalogue/page-1.html"},
-            cron=EXAMPLE_CRON,
-        )
-        try:
-            task.full_clean()
-        except ValidationError as exc:
-            self.task_note = f"not created: {exc}"
-            return
-        task.save()
-        self.task_note = f"{EXAMPLE_TASK} (books against the demo site, cron {EXAMPLE_CRON!r})"
+        self.task_note = up_content.ensure_example_task(self.demo_url)
 
     # --- running ---------------------------------------------------------------------------
     def banner(self) -> str:
