@@ -183,35 +183,45 @@ def test_scrapyd_client_runs_a_crawl_end_to_end(stack, fleet, operator_token, fa
     assert client.daemonstatus()["status"] == "ok"
 
     job_id = client.schedule(
-        "failproject", "ok", args=[("count", "3"), ("setting", "LOG_LEVEL=INFO")]
+        "failproject", "sleepy", args=[("seconds", "4"), ("setting", "LOG_LEVEL=INFO")]
     )
     job = Job.objects.get(scrapyd_job_id=job_id)
-    assert job.args == {"count": "3"}
+    assert job.args == {"seconds": "4"}
     assert job.settings == {"LOG_LEVEL": "INFO"}
-    seen = set()
+    seen = []
 
     def finished() -> bool:
         listing = client.jobs("failproject")
         for state in ("pending", "running", "finished"):
-            if any(entry["id"] == job_id for entry in listing[state]):
-                seen.add(state)
+            if any(entry["id"] == job_id for entry in listing[state]) and state not in seen:
+                seen.append(state)
         return "finished" in seen
 
     wait_until(finished, 90, "the job to finish")
+    assert seen == ["pending", "running", "finished"]
     assert client.status(job_id)["currstate"] == "finished"
     entry = next(e for e in client.jobs("failproject")["finished"] if e["id"] == job_id)
-    assert entry["log_url"] == f"/scrapyd/logs/failproject/ok/{job_id}.log"
+    assert entry["log_url"] == f"/scrapyd/logs/failproject/sleepy/{job_id}.log"
     assert {"start_time", "end_time", "items_url", "project", "spider"} <= set(entry)
 
     log = requests.get(stack.web + entry["log_url"], auth=("ci", operator_token), timeout=10)
     assert log.status_code == 200
     assert "Spider closed (finished)" in log.text
+    assert Job.objects.get(scrapyd_job_id=job_id).state == Job.State.SUCCEEDED
     tail = requests.get(
         stack.web + entry["log_url"], auth=("ci", operator_token), headers={"Range": "bytes=-200"}
     )
     assert tail.status_code == 206
     assert len(tail.content) == 200
     assert log.content.endswith(tail.content)
+
+    long_one = client.schedule("failproject", "sleepy", args=[("seconds", "120")])
+    wait_until(lambda: client.status(long_one)["currstate"] == "running", 60, "running")
+    assert client.cancel("failproject", long_one)["prevstate"] == "running"
+    wait_until(lambda: client.status(long_one)["currstate"] == "finished", 60, "cancelled")
+    assert client.delversion("failproject", failproject_egg.version)["status"] == "ok"
+    assert versions_on_nodes(stack, "failproject") == [[], []]
+    assert client.projects() == []
 
 
 def test_python_scrapyd_api_schedules_cancels_and_deletes(
