@@ -73,6 +73,9 @@ CASES: dict[str, Malformed] = {
     "multipart with invalid boundary": Malformed(
         b"--a b \r\n\r\n--a b --\r\n", 'multipart/form-data; boundary="a b "', 400
     ),
+    "multipart with too many parts": Malformed(
+        multipart(*[(f"field{i}", b"x") for i in range(1001)]), WITH_BOUNDARY, 400
+    ),
     "invalid JSON": Malformed(b'{"name": "x",', "application/json", 400),
     "JSON array": Malformed(b'[{"name": "x"}]', "application/json", 400),
     "JSON null": Malformed(b"null", "application/json", 400),

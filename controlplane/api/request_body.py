@@ -149,8 +149,10 @@ def _check_multipart(request: HttpRequest) -> None:
             request.parse_file_upload(request.META, io.BytesIO(body))
     except MultiPartParserError as exc:
         raise BodyRefused(400, f"malformed multipart body: {exc}") from None
-    except (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig) as exc:
-        raise BodyRefused(413, f"multipart body over the limits: {exc}") from None
+    except (TooManyFieldsSent, TooManyFilesSent) as exc:
+        raise BodyRefused(400, f"multipart body with too many parts: {exc}") from None
+    except RequestDataTooBig as exc:
+        raise BodyRefused(413, f"multipart body too large: {exc}") from None
 
 
 class RequestBodyMiddleware:
