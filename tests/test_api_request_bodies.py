@@ -140,6 +140,12 @@ def targets(db) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def api_client() -> Client:
+    """One client for the module: each new one loads the middleware (whitenoise scans files)."""
+    return Client()
+
+
 def fill(template: str, params: dict[str, Any]) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -172,7 +178,9 @@ def assert_envelope(response, status: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize(("method", "template"), ROUTES)
-def test_malformed_body_is_refused_and_changes_nothing(method, template, case, targets, settings):
+def test_malformed_body_is_refused_and_changes_nothing(
+    method, template, case, targets, settings, api_client
+):
     malformed = CASES[case]
     if malformed.upload_limit is not None:
         settings.DATA_UPLOAD_MAX_MEMORY_SIZE = malformed.upload_limit
@@ -180,7 +188,7 @@ def test_malformed_body_is_refused_and_changes_nothing(method, template, case, t
     secret = targets["report"] if path.startswith("/api/v1/report/") else targets["admin"]
     before = snapshot()
 
-    response = Client().generic(
+    response = api_client.generic(
         method,
         path,
         data=malformed.body,
