@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Callable
 
 from django.conf import settings
@@ -106,13 +107,20 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 parses as infinity
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
 def _check_json(body: bytes) -> None:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyRefused(400, f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise BodyRefused(
             400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -141,8 +149,10 @@ def _check_multipart(request: HttpRequest) -> None:
             request.parse_file_upload(request.META, io.BytesIO(body))
     except MultiPartParserError as exc:
         raise BodyRefused(400, f"malformed multipart body: {exc}") from None
-    except (TooManyFieldsSent, TooManyFilesSent, RequestDataTooBig) as exc:
-        raise BodyRefused(413, f"multipart body over the limits: {exc}") from None
+    except (TooManyFieldsSent, TooManyFilesSent) as exc:
+        raise BodyRefused(400, f"multipart body with too many parts: {exc}") from None
+    except RequestDataTooBig as exc:
+        raise BodyRefused(413, f"multipart body too large: {exc}") from None
 
 
 class RequestBodyMiddleware:

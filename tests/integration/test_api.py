@@ -165,6 +165,10 @@ def test_error_envelope_for_unknown_paths_bad_json_and_missing_objects(admin):
     assert_error(response, 400, "bad_request")
     error = assert_error(admin.get("/jobs?limit=many"), 422, "invalid")
     assert "limit" in error["fields"]
+    # A write to an unknown path (a trailing slash too many) from a client with no CSRF cookie,
+    # as any API client is, gets the envelope, not Django's HTML CSRF failure page.
+    strict = Client(enforce_csrf_checks=True)
+    assert_error(strict.post("/api/v1/tasks/", data="{}", content_type="application/json"), 404)
 
 
 def test_openapi_schema_is_served(client):

@@ -73,11 +73,15 @@ CASES: dict[str, Malformed] = {
     "multipart with invalid boundary": Malformed(
         b"--a b \r\n\r\n--a b --\r\n", 'multipart/form-data; boundary="a b "', 400
     ),
+    "multipart with too many parts": Malformed(
+        multipart(*[(f"field{i}", b"x") for i in range(1001)]), WITH_BOUNDARY, 400
+    ),
     "invalid JSON": Malformed(b'{"name": "x",', "application/json", 400),
     "JSON array": Malformed(b'[{"name": "x"}]', "application/json", 400),
     "JSON null": Malformed(b"null", "application/json", 400),
     "JSON string": Malformed(b'"x"', "application/json", 400),
     "JSON NaN": Malformed(b'{"weight": NaN}', "application/json", 400),
+    "JSON number out of range": Malformed(b'{"weight": 1e999}', "application/json", 400),
     "deeply nested JSON": Malformed(b"[" * 200_000, "application/json", 400),
     "non-UTF-8 JSON": Malformed(b'{"name": "caf\xe9"}', "application/json", 400),
     "UTF-16 JSON": Malformed('{"name": "x"}'.encode("utf-16"), "application/json", 400),
@@ -136,6 +140,12 @@ def targets(db) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def api_client() -> Client:
+    """One client for the module: each new one loads the middleware (whitenoise scans files)."""
+    return Client()
+
+
 def fill(template: str, params: dict[str, Any]) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -168,7 +178,9 @@ def assert_envelope(response, status: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize(("method", "template"), ROUTES)
-def test_malformed_body_is_refused_and_changes_nothing(method, template, case, targets, settings):
+def test_malformed_body_is_refused_and_changes_nothing(
+    method, template, case, targets, settings, api_client
+):
     malformed = CASES[case]
     if malformed.upload_limit is not None:
         settings.DATA_UPLOAD_MAX_MEMORY_SIZE = malformed.upload_limit
@@ -176,7 +188,7 @@ def test_malformed_body_is_refused_and_changes_nothing(method, template, case, t
     secret = targets["report"] if path.startswith("/api/v1/report/") else targets["admin"]
     before = snapshot()
 
-    response = Client().generic(
+    response = api_client.generic(
         method,
         path,
         data=malformed.body,
