@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from controlplane.accounts import audit
 from controlplane.deploys.models import Project
@@ -116,11 +117,26 @@ def apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
     return nodes
 
 
+def validate_task(task: Task, data: dict[str, Any]) -> None:
+    """Raise the :class:`Refused` that :func:`save_task` would, saving nothing. ``task`` is
+    changed in memory, so pass a copy: a form uses it to show every problem at once."""
+    apply(task, data)
+
+
 def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None) -> Task:
     """Apply ``data`` (field name to value; names for project, version and nodes), validate it
-    all, save, and audit. Raises :class:`Refused` with per-field messages; nothing is saved then."""
+    all, save, and audit. Raises :class:`Refused` with per-field messages; nothing is saved then.
+
+    Disabling alone is never refused: an operator must be able to stop a task even when the
+    rest of it no longer validates (its spider left the current version, say)."""
     created = task.pk is None
     before = snapshot(Task.objects.get(pk=task.pk)) if not created else {}
+    if not created and data == {"enabled": False}:
+        Task.objects.filter(pk=task.pk).update(enabled=False, updated_at=timezone.now())
+        task.enabled = False
+        if before["enabled"]:
+            audit.record(actor, "task.update", task.name, changes={"enabled": [True, False]})
+        return task
     nodes = apply(task, data)
     with transaction.atomic():
         task.save()
