@@ -32,7 +32,7 @@ def parse_mapping(text: str) -> dict[str, Any]:
     text = (text or "").strip()
     if not text:
         return {}
-    if text.startswith("{"):
+    if text.startswith(("{", "[", '"')):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
