@@ -73,13 +73,19 @@ def timezone_names() -> list[str]:
 
 
 def spider_options() -> list[tuple[str, str]]:
-    """(spider, project) for each project's version runs use, for the spider input's list."""
+    """(spider, project) for each project's version runs use (current, else the newest), for
+    the spider input's list. One query; the eggs stay in the database."""
     options: list[tuple[str, str]] = []
-    projects = Project.objects.select_related("current_version").order_by("name")
-    for project in projects:
-        version = project.current_version or project.latest_version()
-        for spider in sorted((version.spiders or []) if version else []):
-            options.append((spider, project.name))
+    versions = Version.objects.filter(deleted_at__isnull=True).order_by("project__name", "-number")
+    newest: dict[str, list[str]] = {}
+    current: dict[str, list[str]] = {}
+    rows = versions.values_list("project__name", "spiders", "pk", "project__current_version")
+    for name, spiders, pk, current_pk in rows:
+        newest.setdefault(name, spiders or [])
+        if pk == current_pk:
+            current[name] = spiders or []
+    for name, spiders in newest.items():
+        options.extend((spider, name) for spider in sorted(current.get(name, spiders)))
     return options
 
 

@@ -40,7 +40,10 @@ ENABLED_FILTERS = {"yes": True, "no": False}
 
 
 def _task(task_id: int) -> Task:
-    tasks = Task.objects.select_related("project", "project__current_version", "version")
+    tasks = Task.objects.select_related("project", "project__current_version", "version").defer(
+        "project__current_version__egg",
+        "version__egg",  # eggs are megabytes
+    )
     return get_object_or_404(tasks, pk=task_id)
 
 
@@ -116,7 +119,9 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     context = {"task": task, "history": history, "live": live}
     if request.headers.get("HX-Request") and request.GET.get("part") == "runs":
         return render(request, "dashboard/tasks/_runs.html", context)
-    version = task.version or task.project.current_version or task.project.latest_version()
+    version = task.version or task.project.current_version
+    if version is None:  # runs fall back to the newest version
+        version = task.project.versions.filter(deleted_at__isnull=True).defer("egg").first()
     context.update(
         preview=preview(task.cron, task.timezone),
         rate=task_stats.success_rates([task.pk]).get(task.pk, task_stats.Rate()),
