@@ -192,6 +192,7 @@ class TaskForm(forms.Form):
             "hx-get": reverse("dashboard:task_cron_preview"),
             "hx-trigger": "keyup changed delay:300ms, change",
             "hx-target": "#cron-preview",
+            "hx-swap": "outerHTML",
             "hx-include": "[name=cron], [name=timezone]",
             "hx-sync": "closest form:replace",
         }
@@ -226,6 +227,8 @@ def initial_for(task: Task) -> dict[str, Any]:
     values["args"] = format_mapping(values["args"])
     values["settings"] = format_mapping(values["settings"])
     values["selector_tags"] = ", ".join(values["selector_tags"])
+    for key in ("retry_backoff", "retry_backoff_factor"):
+        values[key] = f"{values[key]:g}"  # 30, not 30.0
     values["version"] = values["version"] or ""
     return values
 

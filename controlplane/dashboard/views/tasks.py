@@ -137,10 +137,13 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
 # --- creating and editing --------------------------------------------------------------------
 def _form_page(request: HttpRequest, task: Task, form: TaskForm, status: int = 200) -> HttpResponse:
     data = form.data if form.is_bound else form.initial
+    shown = preview(str(data.get("cron", "")), str(data.get("timezone", "")).strip())
+    if "error" in shown and shown["error_field"] in form.errors:
+        shown = {"empty": True, "waiting": True}  # the message is beside the field already
     context = {
         "task": task,
         "form": form,
-        "preview": preview(str(data.get("cron", "")), str(data.get("timezone", "")).strip()),
+        "preview": shown,
         "timezones": timezone_names(),
         "spiders": spider_options(),
         "node_tags": sorted(
