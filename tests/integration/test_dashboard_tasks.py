@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from controlplane.accounts.models import AuditEntry
+from controlplane.accounts.models import ApiToken, AuditEntry
 from controlplane.deploys.models import Project
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task
@@ -27,6 +27,21 @@ def error_beside(response, field: str) -> str:
     for message in form.errors[field]:
         assert f'id="{field}-error">{html.escape(message)}</div>' in page, message
     return " ".join(form.errors[field])
+
+
+def api_client(client):
+    """``call(method, path, body)`` on the REST API with an operator token."""
+    secret = ApiToken.create("ci", "operator")[1]
+
+    def call(method: str, path: str, body: dict):
+        return getattr(client, method)(
+            f"/api/v1{path}",
+            json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {secret}",
+        )
+
+    return call
 
 
 # --- creating ------------------------------------------------------------------------------
@@ -173,8 +188,6 @@ def test_the_spider_is_checked_against_the_version_runs_use_on_both_faces(
     operator_client, task_project
 ):
     """Pinned version first, then the current one, then the newest: the API says the same."""
-    from controlplane.accounts.models import ApiToken
-
     response = operator_client.post("/tasks/new/", {**FORM, "spider": "quotes", "version": "90"})
     assert "unknown spider 'quotes' in crawler 90" in error_beside(response, "spider")
     Project.objects.filter(pk=task_project.pk).update(current_version=None)
@@ -182,13 +195,8 @@ def test_the_spider_is_checked_against_the_version_runs_use_on_both_faces(
     response = operator_client.post("/tasks/new/", {**FORM, "spider": "legacy"})
     assert "in crawler 100; it has: books, quotes" in error_beside(response, "spider")
 
-    secret = ApiToken.create("ci", "operator")[1]
-    api = operator_client.post(
-        "/api/v1/tasks",
-        json.dumps({**{k: FORM[k] for k in ("name", "project", "cron")}, "spider": "legacy"}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {secret}",
-    )
+    body = {**{k: FORM[k] for k in ("name", "project", "cron")}, "spider": "legacy"}
+    api = api_client(operator_client)("post", "/tasks", body)
     assert api.status_code == 422
     assert "in crawler 100" in api.json()["error"]["fields"]["spider"][0]
     assert not Task.objects.exists()
@@ -209,6 +217,15 @@ def test_a_task_whose_spider_vanished_can_still_be_disabled(operator_client, tas
     page = operator_client.get(f"/tasks/{task.pk}/").content.decode()
     assert "cannot be enabled" in page
     assert "unknown spider &#x27;quotes&#x27;" in page
+
+    # The REST API disables it the same way (and refuses to enable it the same way).
+    Task.objects.filter(pk=task.pk).update(enabled=True)
+    api = api_client(operator_client)
+    assert api("patch", f"/tasks/{task.pk}", {"enabled": False}).status_code == 200
+    assert not Task.objects.get().enabled
+    refused = api("patch", f"/tasks/{task.pk}", {"enabled": True})
+    assert refused.status_code == 422
+    assert "unknown spider 'quotes'" in refused.json()["error"]["fields"]["spider"][0]
 
 
 # --- the cron preview ----------------------------------------------------------------------

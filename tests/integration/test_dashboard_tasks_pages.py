@@ -107,20 +107,20 @@ def test_the_list_pages_by_name_with_the_same_queries_however_many_tasks(
     few = queries_for("/tasks/")
     Task.objects.bulk_create(
         Task(name=f"task-{index:03}", project=task_project, spider="books", cron="0 * * * *")
-        for index in range(3, 130)
+        for index in range(3, 70)
     )
-    for task in Task.objects.filter(name__in=["task-050", "task-120"]):
+    for task in Task.objects.filter(name__in=["task-040", "task-060"]):
         add_run(task, State.FAILED, timedelta(hours=2), {"items": 1})
     assert queries_for("/tasks/") == few
 
     page = operator_client.get("/tasks/").content.decode()
     names = rows_of(page)
-    assert len(names) == 100
+    assert len(names) == 50
     assert names[0] == "task-000"
-    assert names[-1] == "task-099"
+    assert names[-1] == "task-049"
     older = re.search(r'href="\?([^"]+)" rel="next"', page).group(1)
     rest = rows_of(operator_client.get(f"/tasks/?{older.replace('&amp;', '&')}").content.decode())
-    assert rest == [f"task-{index:03}" for index in range(100, 130)]
+    assert rest == [f"task-{index:03}" for index in range(50, 70)]
 
 
 # --- permissions ---------------------------------------------------------------------------

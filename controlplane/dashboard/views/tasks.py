@@ -35,7 +35,7 @@ from controlplane.refusals import Refused
 from controlplane.scheduling import editing
 from controlplane.scheduling.models import Task, TaskRun
 
-LIST_PAGE_SIZE = 100
+LIST_PAGE_SIZE = paging.DEFAULT_PAGE_SIZE
 ENABLED_FILTERS = {"yes": True, "no": False}
 
 
