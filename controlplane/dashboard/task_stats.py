@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -133,7 +133,7 @@ def task_rows(tasks: list[Task]) -> list[TaskRow]:
     ]
 
 
-def with_last_run(tasks):
+def with_last_run(tasks: QuerySet[Task]) -> QuerySet[Task]:
     """Annotate each task with its newest run's id (one index seek per task)."""
     newest = TaskRun.objects.filter(task=OuterRef("pk")).order_by("-scheduled_for", "-pk")
     return tasks.annotate(last_run_id=Subquery(newest.values("pk")[:1]))
@@ -161,7 +161,9 @@ class RunRow:
         return (end - self.started) if end else None
 
 
-def run_history(task: Task, cursor: str | None, size: int = paging.DEFAULT_PAGE_SIZE):
+def run_history(
+    task: Task, cursor: str | None, size: int = paging.DEFAULT_PAGE_SIZE
+) -> paging.Page:
     """A keyset page of the task's runs, newest first, each with its jobs' sums (2 queries)."""
     page = paging.page(TaskRun.objects.filter(task=task), "scheduled_for", cursor, size)
     sums = (

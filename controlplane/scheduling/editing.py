@@ -130,13 +130,9 @@ def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None
     Disabling alone is never refused: an operator must be able to stop a task even when the
     rest of it no longer validates (its spider left the current version, say)."""
     created = task.pk is None
-    before = snapshot(Task.objects.get(pk=task.pk)) if not created else {}
     if not created and data == {"enabled": False}:
-        Task.objects.filter(pk=task.pk).update(enabled=False, updated_at=timezone.now())
-        task.enabled = False
-        if before["enabled"]:
-            audit.record(actor, "task.update", task.name, changes={"enabled": [True, False]})
-        return task
+        return _disable(task, actor)
+    before = snapshot(Task.objects.get(pk=task.pk)) if not created else {}
     nodes = apply(task, data)
     with transaction.atomic():
         task.save()
@@ -147,4 +143,14 @@ def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None
             audit.record(actor, "task.create", task.name, fields=after)
         elif changed := audit.changes(before, after):
             audit.record(actor, "task.update", task.name, changes=changed)
+    return task
+
+
+def _disable(task: Task, actor: audit.Actor | None) -> Task:
+    """A conditional update: of two operators disabling at once, one change is audited."""
+    with transaction.atomic():
+        now = timezone.now()
+        if Task.objects.filter(pk=task.pk, enabled=True).update(enabled=False, updated_at=now):
+            audit.record(actor, "task.update", task.name, changes={"enabled": [True, False]})
+    task.enabled = False
     return task
