@@ -375,9 +375,7 @@ class Platform:
             f"  dashboard  {self.url}/",
             f"  REST API   {self.url}/api/v1/docs",
             f"  Scrapyd    {self.url}/scrapyd/"
-            + (
-                f" and http://127.0.0.1:{self.args.scrapyd_port}/" if self.args.scrapyd_port else ""
-            ),
+            + (f" and http://127.0.0.1:{self.args.scrapyd_port}/" if self.args.scrapyd_port else ""),
             f"  admin      {self.url}/admin/",
             f"  login      {self.login}",
             f"  API token  operator token in {self.data_dir / 'api-token'}",
