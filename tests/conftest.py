@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.browser",
     "tests.fixtures.dashboard",
+    "tests.fixtures.taskpages",
 ]
 
 SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres")

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from controlplane.accounts import audit
 from controlplane.deploys.models import Project
@@ -116,10 +117,21 @@ def apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
     return nodes
 
 
+def validate_task(task: Task, data: dict[str, Any]) -> None:
+    """Raise the :class:`Refused` that :func:`save_task` would, saving nothing. ``task`` is
+    changed in memory, so pass a copy: a form uses it to show every problem at once."""
+    apply(task, data)
+
+
 def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None) -> Task:
     """Apply ``data`` (field name to value; names for project, version and nodes), validate it
-    all, save, and audit. Raises :class:`Refused` with per-field messages; nothing is saved then."""
+    all, save, and audit. Raises :class:`Refused` with per-field messages; nothing is saved then.
+
+    Disabling alone is never refused: an operator must be able to stop a task even when the
+    rest of it no longer validates (its spider left the current version, say)."""
     created = task.pk is None
+    if not created and data == {"enabled": False}:
+        return _disable(task, actor)
     before = snapshot(Task.objects.get(pk=task.pk)) if not created else {}
     nodes = apply(task, data)
     with transaction.atomic():
@@ -131,4 +143,14 @@ def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None
             audit.record(actor, "task.create", task.name, fields=after)
         elif changed := audit.changes(before, after):
             audit.record(actor, "task.update", task.name, changes=changed)
+    return task
+
+
+def _disable(task: Task, actor: audit.Actor | None) -> Task:
+    """A conditional update: of two operators disabling at once, one change is audited."""
+    with transaction.atomic():
+        now = timezone.now()
+        if Task.objects.filter(pk=task.pk, enabled=True).update(enabled=False, updated_at=now):
+            audit.record(actor, "task.update", task.name, changes={"enabled": [True, False]})
+    task.enabled = False
     return task

@@ -108,7 +108,8 @@ class Task(models.Model):
         if self.selector == self.Selector.TAGS and not self.selector_tags:
             errors.setdefault("selector_tags", []).append("select at least one tag")
         if self.project_id and self.spider:
-            version = self.version or self.project.current_version
+            # The version a run would use (as jobs.runs.resolve_version picks it).
+            version = self.version or self.project.current_version or self.project.latest_version()
             if version is not None and version.spiders and self.spider not in version.spiders:
                 errors.setdefault("spider", []).append(
                     f"unknown spider {self.spider!r} in {version}; it has: {', '.join(version.spiders)}"
@@ -157,7 +158,11 @@ class TaskRun(models.Model):
                 name="one_run_per_cron_fire",
             )
         ]
-        indexes = [models.Index(fields=["state", "task"])]
+        indexes = [
+            models.Index(fields=["state", "task"]),
+            # A task's newest runs (history pages, last run, runs per day).
+            models.Index(fields=["task", "-scheduled_for"], name="taskrun_task_newest"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task or 'ad-hoc'} @ {self.scheduled_for:%Y-%m-%d %H:%M:%S}"
