@@ -8,15 +8,13 @@ from django.db import models
 from controlplane.validators import validate_name, validate_version
 
 
-class Project(models.Model):
-    name = models.CharField(max_length=64, unique=True, validators=[validate_name])
-    # The version new runs use unless a task pins one. Rollback moves this pointer back.
-    current_version = models.ForeignKey(
-        "deploys.Version", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    # The recovery policy of runs outside any task (jobs scheduled through the Scrapyd API).
-    # One attempt by default, as Scrapyd itself runs a scheduled job once.
+class RecoveryPolicy(models.Model):
+    """How failed runs recover: attempts, backoff, error threshold, time limit.
+
+    A task has one; a project has one for its runs outside any task (jobs scheduled through the
+    Scrapyd API). One definition, so both are validated and read alike.
+    """
+
     max_attempts = models.PositiveIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
@@ -24,12 +22,27 @@ class Project(models.Model):
         default=30.0, validators=[MinValueValidator(0)], help_text="seconds before the 1st retry"
     )
     retry_backoff_factor = models.FloatField(default=2.0, validators=[MinValueValidator(1)])
-    error_threshold = models.PositiveIntegerField(
-        default=0, help_text="more ERROR log lines than this make a run failed"
-    )
     max_runtime = models.PositiveIntegerField(
         null=True, blank=True, help_text="seconds; longer runs are cancelled as timed out"
     )
+    error_threshold = models.PositiveIntegerField(
+        default=0, help_text="more ERROR log lines than this make a run failed"
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Project(RecoveryPolicy):
+    """A Scrapy project. Its recovery policy is for runs outside any task: one attempt by
+    default, as Scrapyd itself runs a scheduled job once."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_name])
+    # The version new runs use unless a task pins one. Rollback moves this pointer back.
+    current_version = models.ForeignKey(
+        "deploys.Version", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -51,16 +52,8 @@ logger = logging.getLogger(__name__)
 class DeployError(Refused):
     """A deploy operation was refused, with what each node said when nodes were involved."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str = "invalid",
-        status: int = 422,
-        fields: dict[str, list[str]] | None = None,
-        results: Sequence[NodeResult] = (),
-    ) -> None:
-        super().__init__(message, code=code, status=status, fields=fields)
+    def __init__(self, message: str, *, results: Sequence[NodeResult] = (), **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
         self.results = list(results)
 
 

@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 
+from controlplane.deploys.models import RecoveryPolicy
 from controlplane.scheduling import cron
 from controlplane.validators import (
     validate_name,
@@ -19,7 +20,7 @@ from controlplane.validators import (
 )
 
 
-class Task(models.Model):
+class Task(RecoveryPolicy):
     class Selector(models.TextChoices):
         ANY = "any", "any healthy node"
         TAGS = "tags", "nodes with all these tags"
@@ -47,24 +48,15 @@ class Task(models.Model):
     selector_tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
     selector_nodes = models.ManyToManyField("nodes.Node", blank=True, related_name="+")
 
+    # A task retries by default (its project's policy, for runs outside tasks, does not).
     max_attempts = models.PositiveIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
-    )
-    retry_backoff = models.FloatField(
-        default=30.0, validators=[MinValueValidator(0)], help_text="seconds before the 1st retry"
-    )
-    retry_backoff_factor = models.FloatField(default=2.0, validators=[MinValueValidator(1)])
-    max_runtime = models.PositiveIntegerField(
-        null=True, blank=True, help_text="seconds; longer runs are cancelled as timed out"
     )
     overlap = models.CharField(max_length=5, choices=Overlap.choices, default=Overlap.SKIP)
     fanout = models.PositiveIntegerField(
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(64)],
         help_text="run a Redis-fed spider on this many nodes sharing one crawl",
-    )
-    error_threshold = models.PositiveIntegerField(
-        default=0, help_text="more ERROR log lines than this make a run failed"
     )
     misfire_grace = models.PositiveIntegerField(
         default=60,
