@@ -74,7 +74,7 @@ class VersionRow:
 
 @dataclass
 class Cell:
-    state: str  # deployed, failed, removed, pending, missing
+    state: str  # deployed, failed, removed, pending; missing (the current), absent (another)
     message: str = ""
 
 
@@ -108,7 +108,9 @@ def project_page(project: Project) -> ProjectPage:
     live = list(project.versions.filter(deleted_at__isnull=True).defer("egg").order_by("-number"))
     deleted = project.versions.filter(deleted_at__isnull=False).count()
     pinned = _counts(Task.objects.filter(version__project=project), "version")
-    active = _counts(Job.objects.filter(project=project, state__in=Job.ACTIVE), "version")
+    # Active jobs are few: counting them all by state (indexed) is cheaper than reading every job
+    # of the project, which is what filtering by project first would do.
+    active = _counts(Job.objects.filter(state__in=Job.ACTIVE), "version")
     nodes = list(nodes_for_pages())
     by_node: dict[int, dict[int, Cell]] = defaultdict(dict)
     for node_id, version_id, state, message in NodeDeployment.objects.filter(
@@ -136,7 +138,11 @@ def project_page(project: Project) -> ProjectPage:
         columns = [*columns[: MATRIX_VERSIONS - 1], current]
     matrix = []
     for node in nodes:
-        cells = [by_node[node.pk].get(v.version.pk) or Cell("missing") for v in columns]
+        # Lacking the current version is a problem; lacking an older one is not.
+        cells = [
+            by_node[node.pk].get(v.version.pk) or Cell("missing" if v.current else "absent")
+            for v in columns
+        ]
         held = by_node[node.pk].get(current.version.pk) if current else None
         lacks = current is not None and (held is None or held.state != "deployed")
         matrix.append(MatrixRow(node, cells, missing_current=lacks))

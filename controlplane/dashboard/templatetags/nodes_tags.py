@@ -16,6 +16,7 @@ DEPLOYMENT_BADGES = {
     "removed": ("disabled", "removed"),
     "pending": ("pending", "pending"),
     "missing": ("missed", "missing"),
+    "absent": ("unknown", "not there"),
 }
 
 
