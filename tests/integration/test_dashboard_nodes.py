@@ -387,4 +387,21 @@ def test_the_fleet_goes_live_drains_and_a_stopped_node_goes_down_without_a_reloa
     assert page.locator("canvas[data-chart]").count() == 1
     screenshot(page, "nodes-node-page")
     assert SECRET not in page.content()
+
+    page.get_by_role("link", name="Edit").click()
+    assert page.input_value("#id_password") == ""
+    assert SECRET not in page.content()
+    screenshot(page, "nodes-edit")
+    page.goto(f"{cp_web}/nodes/new/")
+    page.fill("#id_name", "ghost")
+    page.fill("#id_url", f"http://127.0.0.1:{free_port()}")
+    page.get_by_role("button", name="Add node").click()
+    assert "no answer from a Scrapyd node" in page.locator("#url-error").inner_text()
+    assert not Node.objects.filter(name="ghost").exists()
+    screenshot(page, "nodes-add-refused")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{cp_web}/nodes/")
+    page.locator('tr[data-node="node-2"][data-state="up"]').wait_for()
+    screenshot(page, "nodes-list-phone")
     assert blocked == []
