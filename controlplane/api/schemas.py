@@ -32,6 +32,7 @@ class NodeOut(Schema):
     weight: float
     capacity: int
     enabled: bool
+    draining: bool
     self_registered: bool
     state: str
     state_since: datetime
@@ -67,6 +68,7 @@ class NodePatch(Schema):
     weight: float | None = None
     capacity: int | None = None
     enabled: bool | None = None
+    draining: bool | None = None
     username: str | None = None
     password: str | None = Field(None, json_schema_extra={"writeOnly": True})
 

@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from controlplane.deploys.models import NodeDeployment, Version
-from controlplane.lib.scrapyd import ScrapydError
+from controlplane.lib.scrapyd import ScrapydError, summarize
 from controlplane.nodes.models import Node
 
 logger = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ class NodeResult:
             "message": self.message,
             "unreachable": self.unreachable,
         }
-
-
-def summarize(message: str, limit: int = 500) -> str:
-    """The line of a Scrapyd error that says what went wrong (its messages carry tracebacks)."""
-    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    text = lines[-1] if len(lines) > 1 and "Traceback" in message else " ".join(lines)
-    return text[:limit]
 
 
 def deploy_timeout() -> float:

@@ -82,6 +82,24 @@ def _validation(exc: ValidationError, name: str) -> DeployError:
 
 
 # --- public operations -----------------------------------------------------------------------------
+def version_of_egg(egg_bytes: bytes) -> str:
+    """The version an egg declares, for uploads that give none; it must be digits only."""
+    try:
+        declared = inspect_egg(egg_bytes).version or ""
+    except InvalidEgg as exc:
+        raise DeployError(
+            f"invalid egg: {exc}", code="invalid_egg", fields={"egg": [str(exc)]}
+        ) from None
+    try:
+        validate_version(declared)
+    except ValidationError:
+        raise DeployError(
+            f"no version given and the egg's own version {declared!r} is not numeric",
+            fields={"version": ["required (digits only)"]},
+        ) from None
+    return declared
+
+
 def upload_version(
     project_name: str, version: str, egg_bytes: bytes, actor: audit.Actor | None = None
 ) -> DeployOutcome:

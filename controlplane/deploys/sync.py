@@ -18,6 +18,7 @@ from controlplane.deploys.models import NodeDeployment, Project, Version
 from controlplane.deploys.nodecalls import NodeResult, push, record, remove, spiders_from, summarize
 from controlplane.lib.scrapyd import ScrapydError
 from controlplane.nodes.models import Node
+from controlplane.nodes.usage import NodeUser
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +137,12 @@ def sync_node(node: Node) -> SyncOutcome:
     elif outcome.deployed or outcome.removed or outcome.missing:
         logger.info("synced node %s: %s", node.name, outcome.message)
     return outcome
+
+
+def _catch_up(node: Node) -> str:
+    outcome = sync_node(node)
+    return outcome.message
+
+
+# A node added or taken back into service receives the versions it lacks at once.
+CATCHES_NODES_UP = NodeUser("deploys", catch_up=_catch_up)

@@ -158,12 +158,16 @@ def _fanout_nodes(jobs: Iterable[Job]) -> dict[int, set[int]]:
     return placed
 
 
-def _fleet() -> _Fleet | None:
-    nodes = list(
-        Node.objects.filter(enabled=True, state__in=[Node.State.UP, Node.State.DEGRADED]).order_by(
-            "pk"
-        )
+def placeable_nodes() -> QuerySet[Node]:
+    """Nodes that may take new jobs: enabled, not draining, up or degraded. A draining node's
+    jobs keep running and are still polled; it only gets nothing new."""
+    return Node.objects.filter(
+        enabled=True, draining=False, state__in=[Node.State.UP, Node.State.DEGRADED]
     )
+
+
+def _fleet() -> _Fleet | None:
+    nodes = list(placeable_nodes().order_by("pk"))
     if not nodes:
         return None
     if connection.features.has_select_for_update:

@@ -26,6 +26,15 @@ class ScrapydError(Exception):
         self.unreachable = unreachable
 
 
+def summarize(message: str, limit: int = 500) -> str:
+    """The line of a Scrapyd error that says what went wrong (its messages carry tracebacks)."""
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    text = lines[-1] if len(lines) > 1 and "Traceback" in message else " ".join(lines)
+    return text[:limit]
+
+
 def log_path(project: str, spider: str, job: str) -> str:
     """Where a Scrapyd node serves a job's log, relative to the node's URL."""
     return f"logs/{project}/{spider}/{job}.log"

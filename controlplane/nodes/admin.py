@@ -14,7 +14,17 @@ class NodeForm(forms.ModelForm):
 
     class Meta:
         model = Node
-        fields = ["name", "url", "username", "password", "tags", "weight", "capacity", "enabled"]
+        fields = [
+            "name",
+            "url",
+            "username",
+            "password",
+            "tags",
+            "weight",
+            "capacity",
+            "enabled",
+            "draining",
+        ]
 
     def clean_password(self) -> str:
         value = self.cleaned_data.get("password", "")
@@ -27,7 +37,7 @@ class NodeForm(forms.ModelForm):
 class NodeAdmin(admin.ModelAdmin):
     form = NodeForm
     list_display = ["name", "url", "state", "capacity", "weight", "running", "pending", "last_seen"]
-    list_filter = ["state", "enabled"]
+    list_filter = ["state", "enabled", "draining"]
     search_fields = ["name", "url"]
     readonly_fields = [
         "state",

@@ -31,6 +31,9 @@ class Node(models.Model):
         default=4, validators=[MinValueValidator(1)], help_text="Scrapyd max_proc"
     )
     enabled = models.BooleanField(default=True, help_text="a disabled node gets no new jobs")
+    # Draining: no new jobs are placed on it; jobs already there run to their end and are
+    # still polled. For maintenance: drain, wait until it is idle, then stop it.
+    draining = models.BooleanField(default=False, help_text="a draining node gets no new jobs")
     self_registered = models.BooleanField(default=False)
 
     state = models.CharField(max_length=10, choices=State.choices, default=State.UNKNOWN)
@@ -44,6 +47,10 @@ class Node(models.Model):
     # Counts from the node's last daemonstatus.json, for display; dispatch counts from the DB.
     running = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)
+    # When and in which state the last HealthSample was written: the claim that lets one
+    # poller replica, and only one, write each sample (see controlplane.nodes.health).
+    health_sampled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    health_sampled_state = models.CharField(max_length=10, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -64,7 +71,21 @@ class Node(models.Model):
 
     @property
     def schedulable(self) -> bool:
-        return self.enabled and self.state in (self.State.UP, self.State.DEGRADED)
+        """May new jobs be placed here? (Deploys still reach a draining node.)"""
+        return (
+            self.enabled
+            and not self.draining
+            and self.state in (self.State.UP, self.State.DEGRADED)
+        )
+
+    @property
+    def display_state(self) -> str:
+        """What an operator needs to know first: disabled, draining, or the health state."""
+        if not self.enabled:
+            return "disabled"
+        if self.draining:
+            return "draining"
+        return self.state
 
     def matches(self, mode: str, tags: list[str], node_ids: set[int]) -> bool:
         """Does this node satisfy a task's node selector?"""
@@ -126,3 +147,36 @@ class Node(models.Model):
         return self.state == self.State.DOWN and timezone.now() - self.state_since > timedelta(
             seconds=seconds
         )
+
+
+class HealthSample(models.Model):
+    """One health check of a node, kept for its history: at most one a minute per node, plus
+    one at every change of state (``changed``), for seven days."""
+
+    # Indexed by (node, at) below, which serves lookups by node alone too.
+    node = models.ForeignKey(
+        Node, on_delete=models.CASCADE, related_name="health_samples", db_index=False
+    )
+    at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=10, choices=Node.State.choices)
+    previous_state = models.CharField(max_length=10, blank=True)
+    changed = models.BooleanField(default=False, help_text="the check changed the node's state")
+    ok = models.BooleanField()
+    latency = models.FloatField(null=True, blank=True)
+    running = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [
+            models.Index(fields=["node", "at"], name="healthsample_node_at"),
+            models.Index(
+                fields=["node", "at"],
+                condition=models.Q(changed=True),
+                name="healthsample_node_changes",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.at:%Y-%m-%d %H:%M:%S} {self.state}"

@@ -236,6 +236,33 @@ def test_nodes_never_show_credentials_and_must_answer(admin, viewer, shared_scra
     assert not Node.objects.exists()
 
 
+@pytest.mark.django_db
+def test_nodes_are_drained_disabled_and_deleted_over_the_api_audited(admin, project):
+    from controlplane.accounts.models import AuditEntry
+
+    node = Node.objects.create(name="n1", url="http://127.0.0.1:9", state=Node.State.UP)
+    drained = admin.patch(f"/nodes/{node.pk}", {"draining": True})
+    assert drained.status_code == 200, drained.content
+    assert (drained.json()["draining"], drained.json()["schedulable"]) == (True, False)
+    body = admin.patch(f"/nodes/{node.pk}", {"draining": False, "enabled": False}).json()
+    assert (body["draining"], body["enabled"], body["schedulable"]) == (False, False, False)
+    assert (
+        "draining"
+        in assert_error(admin.patch(f"/nodes/{node.pk}", {"draining": None}), 422)["fields"]
+    )
+
+    job = create_adhoc_run(project, "books")
+    Job.objects.filter(pk=job.pk).update(node=node, state=Job.State.RUNNING)
+    refused = assert_error(admin.delete(f"/nodes/{node.pk}"), 409, "conflict")
+    assert "1 job(s) are on node n1" in refused["message"]
+    assert admin.delete(f"/nodes/{node.pk}?force=true").status_code == 204
+    assert list(AuditEntry.objects.order_by("pk").values_list("action", "actor")) == [
+        ("node.drain", "t-admin"),
+        ("node.update", "t-admin"),
+        ("node.delete", "t-admin"),
+    ]
+
+
 @pytest.mark.scrapyd
 @pytest.mark.django_db
 def test_node_registration_upserts_and_catches_the_node_up(scrapyd_node, failproject_egg):

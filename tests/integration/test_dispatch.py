@@ -165,6 +165,38 @@ def test_unhealthy_and_disabled_nodes_get_nothing(db, idle_nodes, crawler_egg):
     assert placed(jobs) == {fleet.rows[2].name: 4}
 
 
+def test_a_draining_node_gets_no_new_job_but_keeps_and_tracks_its_own(db, idle_nodes, crawler_egg):
+    from controlplane.jobs.tracking import Tracker, nodes_to_poll
+    from controlplane.nodes.models import HealthSample
+    from controlplane.nodes.services import update_node
+
+    fleet = register_fleet(idle_nodes[:2], crawler_egg)
+    draining, other = fleet.rows
+    before = adhoc_jobs(fleet, 2)
+    assert dispatcher.dispatch() == 2
+    assert placed(before) == {draining.name: 1, other.name: 1}
+
+    update_node(draining, {"draining": True})
+    after = adhoc_jobs(fleet, 4)
+    assert dispatcher.dispatch() == 4
+    assert placed(after) == {other.name: 4}
+    assert placed(before) == {draining.name: 1, other.name: 1}  # its job stays where it is
+    assert_each_sent_once(fleet, before + after)
+
+    # Still polled: its job moves along and its health is checked and sampled.
+    assert draining.pk in {n.pk for n in nodes_to_poll()}
+    Tracker().poll_node(Node.objects.get(pk=draining.pk))
+    kept = Job.objects.get(pk__in=[j.pk for j in before], node=draining)
+    assert kept.state == Job.State.PENDING
+    assert HealthSample.objects.filter(node=draining, ok=True).exists()
+
+    # Undrained, it is the least-loaded node again and takes the next job.
+    update_node(Node.objects.get(pk=draining.pk), {"draining": False})
+    last = adhoc_jobs(fleet, 1)
+    assert dispatcher.dispatch() == 1
+    assert placed(last) == {draining.name: 1}
+
+
 def test_a_retry_avoids_the_previous_node_while_another_can_take_it(db, idle_nodes, crawler_egg):
     fleet = register_fleet(idle_nodes, crawler_egg, capacities=(50, 1, 1))
     first, second, third = fleet.rows

@@ -1,15 +1,14 @@
 """Nodes: the registry (admin), self-registration (node tokens) and catching a node up.
 
-A node is only stored once it has answered ``daemonstatus.json``: a typo in a URL is caught when
-it is entered, not when the first job silently goes nowhere. Credentials are write-only.
+The rules (a node must answer before it is stored, write-only credentials, no deletion under
+running jobs, audit) are :mod:`controlplane.nodes.services`, shared with the dashboard.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router, Status
 
@@ -23,24 +22,12 @@ from controlplane.api.schemas import (
     NodeRegisterOut,
     SyncOut,
 )
-from controlplane.deploys.nodecalls import summarize
 from controlplane.deploys.sync import SyncOutcome, sync_node
-from controlplane.jobs.models import Job
-from controlplane.lib.scrapyd import ScrapydError
+from controlplane.nodes import services
 from controlplane.nodes.models import Node
 
 logger = logging.getLogger(__name__)
 router = Router(tags=["nodes"])
-
-
-def probe(node: Node) -> tuple[bool, float | None, dict, str]:
-    """One ``daemonstatus.json``: (answered, latency, status, error)."""
-    started = time.monotonic()
-    try:
-        status = node.client().daemonstatus()
-    except ScrapydError as exc:
-        return False, None, {}, summarize(str(exc))
-    return True, time.monotonic() - started, status, ""
 
 
 def sync_out(outcome: SyncOutcome) -> dict:
@@ -108,8 +95,10 @@ def register(request: HttpRequest, payload: NodeRegisterIn) -> Status:
         node.full_clean(validate_unique=False)
         node.save()
     if created:  # its first health check now, so it can take work at once
-        answered, latency, status, error = probe(node)
-        node.record_check(ok=answered, latency=latency, status=status, error=error)
+        answer = services.probe(node)
+        node.record_check(
+            ok=answer.ok, latency=answer.latency, status=answer.status, error=answer.error
+        )
     # A node the poller holds down is synced by the poller when it sees it come back.
     sync = _safe_sync(node) if node.state in (Node.State.UP, Node.State.DEGRADED) else None
     if created:
@@ -130,54 +119,28 @@ def get_node(request: HttpRequest, node_id: int) -> Node:
 
 @router.post("", response={201: NodeOut}, auth=ADMIN, summary="Add a node (must answer)")
 def create_node(request: HttpRequest, payload: NodeIn) -> Status:
-    node = Node(**payload.dict())
-    node.url = node.url.rstrip("/")
-    _conflicts(node.name, node.url)
-    node.full_clean()
-    answered, latency, status, error = probe(node)
-    if not answered:
-        field = "username" if "401" in error else "url"
-        raise ApiError(
-            422,
-            f"the node at {node.url} did not answer daemonstatus.json: {error}; nothing was stored",
-            fields={field: [f"no answer from a Scrapyd node: {error}"]},
-        )
-    try:
-        node.save()
-    except IntegrityError:
-        raise ApiError(409, "a node with this name or URL was added concurrently") from None
-    node.record_check(ok=True, latency=latency, status=status)
-    _safe_sync(node)
-    return Status(201, node)
+    """The node must answer ``daemonstatus.json``; it then receives the current versions."""
+    outcome = services.add_node(payload.dict(), actor=request.actor)
+    return Status(201, outcome.node)
 
 
-@router.patch("/{node_id}", response=NodeOut, auth=ADMIN, summary="Change tags/weight/capacity")
+@router.patch(
+    "/{node_id}",
+    response=NodeOut,
+    auth=ADMIN,
+    summary="Change tags/weight/capacity/credentials, enable/disable, drain/undrain",
+)
 def update_node(request: HttpRequest, node_id: int, payload: NodePatch) -> Node:
-    node = _get(node_id)
-    changes = payload.dict(exclude_unset=True)
-    was_enabled = node.enabled
-    for key, value in changes.items():
-        if value is None:
-            raise ApiError(422, f"{key} cannot be null", fields={key: ["cannot be null"]})
-        setattr(node, key, value)
-    node.full_clean()
-    node.save()
-    if node.enabled and not was_enabled and node.schedulable:
-        _safe_sync(node)
-    return node
+    """``draining: true`` places no new jobs on the node while its running ones finish."""
+    return services.update_node(
+        _get(node_id), payload.dict(exclude_unset=True), actor=request.actor
+    ).node
 
 
 @router.delete("/{node_id}", response={204: None}, auth=ADMIN)
 def delete_node(request: HttpRequest, node_id: int, force: bool = False) -> Status:
     """Refused while jobs are on the node, unless ``force`` (their jobs are then unassigned)."""
-    node = _get(node_id)
-    busy = Job.objects.filter(node=node, state__in=Job.ON_NODE).count()
-    if busy and not force:
-        raise ApiError(
-            409,
-            f"{busy} job(s) are on node {node.name}; disable it and let them finish, or pass force=true",
-        )
-    node.delete()
+    services.delete_node(_get(node_id), force=force, actor=request.actor)
     return Status(204, None)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from django.http import HttpRequest
 from ninja import File, Form, Router, Status, UploadedFile
 
@@ -20,7 +18,7 @@ from controlplane.api.schemas import (
 )
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
-from controlplane.lib.eggs import MAX_EGG_BYTES, InvalidEgg, inspect_egg
+from controlplane.lib.eggs import MAX_EGG_BYTES
 from controlplane.nodes.models import Node
 
 router = Router(tags=["projects"])
@@ -140,20 +138,7 @@ def upload(
             422, f"the egg is larger than {MAX_EGG_BYTES} bytes", fields={"egg": ["too large"]}
         )
     data = egg.read()
-    if not version:
-        try:
-            declared = inspect_egg(data).version or ""
-        except InvalidEgg as exc:
-            raise ApiError(
-                422, f"invalid egg: {exc}", code="invalid_egg", fields={"egg": [str(exc)]}
-            ) from None
-        if not re.fullmatch(r"[0-9]{1,18}", declared):
-            raise ApiError(
-                422,
-                f"no version given and the egg's own version {declared!r} is not numeric",
-                fields={"version": ["required (digits only)"]},
-            )
-        version = declared
+    version = version or services.version_of_egg(data)
     outcome = services.upload_version(name, version, data, actor=request.actor)
     return Status(201 if outcome.created else 200, deploy_out(outcome))
 
