@@ -80,6 +80,20 @@ def read_answer(url: str, endpoint: str, status: int, body: bytes) -> dict[str, 
     return check_envelope(payload, endpoint)
 
 
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``start`` .. ``start + len(data)`` of a file that was ``size`` bytes long."""
+
+    data: bytes
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """The offset just after the bytes read: where the next read starts."""
+        return self.start + len(self.data)
+
+
 @dataclass
 class ScrapydClient:
     url: str
@@ -198,6 +212,45 @@ class ScrapydClient:
         if response.status_code not in (200, 206):
             raise ScrapydError(f"{url} answered HTTP {response.status_code}")
         return response.content.decode("utf-8", errors="replace")
+
+    def read_range(self, path: str, start: int | None, max_bytes: int) -> ByteRange | None:
+        """At most ``max_bytes`` of a file the node serves, from byte ``start`` (None: the last
+        ``max_bytes``); None if the node has no such file.
+
+        The length is asked first (HEAD), then only the bytes wanted are requested with an
+        explicit ``bytes=start-end`` range: never the whole file, and never a suffix range (which
+        Twisted's static files answer with HTTP 500 when it is longer than the file, see
+        :meth:`tail`). A ``start`` at or past the end reads nothing and asks for nothing more.
+        """
+        if (start is not None and start < 0) or max_bytes < 1:
+            raise ValueError("start must be >= 0 and max_bytes >= 1")
+        url = urljoin(self.url, path)
+        try:
+            head = self.session.head(url, timeout=self.timeout)
+            if head.status_code == 404:
+                return None
+            if head.status_code >= 400:
+                raise ScrapydError(f"{url} answered HTTP {head.status_code}")
+            size = int(head.headers.get("Content-Length") or 0)
+            if start is None:
+                start = max(0, size - max_bytes)
+            if start >= size:
+                return ByteRange(b"", min(start, size), size)
+            end = min(size, start + max_bytes) - 1
+            response = self.session.get(
+                url, headers={"Range": f"bytes={start}-{end}"}, timeout=self.timeout
+            )
+        except (requests.RequestException, ValueError) as exc:
+            raise ScrapydError(f"{url}: {exc}", unreachable=True) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code == 416:  # shrank since the HEAD (a log is never truncated)
+            return ByteRange(b"", start, start)
+        if response.status_code == 206:
+            return ByteRange(response.content[: end - start + 1], start, size)
+        if response.status_code == 200:  # a server that ignores ranges: cut the answer
+            return ByteRange(response.content[start : end + 1], start, size)
+        raise ScrapydError(f"{url} answered HTTP {response.status_code}")
 
 
 class ScheduleConnection:
