@@ -154,6 +154,10 @@ class TaskRun(models.Model):
             models.Index(fields=["state", "task"]),
             # A task's newest runs (history pages, last run, runs per day).
             models.Index(fields=["task", "-scheduled_for"], name="taskrun_task_newest"),
+            # The run list: newest fire first, keyset-paged on (scheduled_for, id), alone or for
+            # one state.
+            models.Index(fields=["scheduled_for", "id"], name="taskrun_scheduled_idx"),
+            models.Index(fields=["state", "scheduled_for", "id"], name="taskrun_state_sched_idx"),
         ]
 
     def __str__(self) -> str:
