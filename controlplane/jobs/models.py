@@ -42,6 +42,17 @@ class Job(models.Model):
     RETRYABLE = (State.FAILED, State.LOST, State.TIMED_OUT)
 
     run = models.ForeignKey("scheduling.TaskRun", on_delete=models.CASCADE, related_name="jobs")
+    # The run's task, copied when the job is created (a run never changes task), so a task's
+    # jobs are listed newest first from one index instead of a join and a sort.
+    task = models.ForeignKey(
+        "scheduling.Task",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="jobs",
+        editable=False,
+        db_index=False,  # job_task_created_idx starts with it
+    )
     attempt = models.PositiveIntegerField(default=1)
     # At most one retry per attempt: a unique one-to-one, so two pollers cannot both retry.
     retry_of = models.OneToOneField(
@@ -93,14 +104,27 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["state", "node"]),
+            # In-flight jobs per node (placement), and a node's jobs in one state, newest first.
+            models.Index(fields=["state", "node", "created_at", "id"], name="job_state_node_idx"),
             models.Index(fields=["state", "not_before"]),
             # The newest ended jobs first (Scrapyd's listjobs.json and /jobs).
             models.Index(fields=["state", "-finished_at"], name="job_state_finished"),
+            # The dashboard's job list: newest first (keyset on created_at, id), alone or
+            # filtered by one of these columns, stays an index range scan however deep.
+            models.Index(fields=["created_at", "id"], name="job_created_idx"),
+            models.Index(fields=["state", "created_at", "id"], name="job_state_created_idx"),
+            models.Index(fields=["spider", "created_at", "id"], name="job_spider_created_idx"),
+            models.Index(fields=["node", "created_at", "id"], name="job_node_created_idx"),
+            models.Index(fields=["task", "created_at", "id"], name="job_task_created_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.spider} #{self.pk} attempt {self.attempt} ({self.state})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding and self.task_id is None and self.run_id is not None:
+            self.task_id = self.run.task_id
+        super().save(*args, **kwargs)
 
     # --- state machine -------------------------------------------------------------------
     def transition(self, from_states: Iterable[str], to: str, **fields: Any) -> bool:
@@ -155,3 +179,24 @@ class Job(models.Model):
         self.pages = int(stats.get("response_received_count", 0) or 0)
         self.errors = int(stats.get("log_count/ERROR", 0) or 0)
         self.finish_reason = str(stats.get("finish_reason", "") or "")[:100]
+
+
+class JobSample(models.Model):
+    """A job's progress at one heartbeat: what its items-and-pages chart is drawn from.
+
+    Written by :func:`controlplane.jobs.samples.record_sample` on each report; thinned so a job
+    keeps at most ``samples.MAX_SAMPLES`` rows however long it runs.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField()
+    items = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["job", "at"], name="jobsample_job_at_idx")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} at {self.at:%H:%M:%S}: {self.items} items, {self.pages} pages"

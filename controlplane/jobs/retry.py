@@ -122,6 +122,7 @@ def create_retry(job: Job, *, not_before: datetime | None, reason: str = "") -> 
     """Insert the next attempt of ``job``; None if one already exists (someone else won)."""
     retry = Job(
         run_id=job.run_id,
+        task_id=job.task_id,
         attempt=job.attempt + 1,
         retry_of=job,
         shard=job.shard,

@@ -73,6 +73,7 @@ def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
     return [
         Job(
             run=run,
+            task=task,
             shard=shard,
             project=task.project,
             spider=task.spider,
