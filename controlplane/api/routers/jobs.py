@@ -11,7 +11,7 @@ from ninja import Router, Status
 from controlplane.api.auth import OPERATOR, VIEWER
 from controlplane.api.errors import ApiError, not_found
 from controlplane.api.schemas import JobActionOut, JobDetailOut, JobListOut
-from controlplane.jobs import operations
+from controlplane.jobs import listing, operations
 from controlplane.jobs.models import Job
 
 router = Router(tags=["jobs"])
@@ -84,29 +84,16 @@ def list_jobs(
     offset: int = 0,
 ) -> dict:
     """``state`` takes a comma-separated list; ``task`` and ``node`` take names."""
-    jobs = _jobs()
-    if state:
-        states = [s.strip() for s in state.split(",") if s.strip()]
-        unknown = sorted(set(states) - set(Job.State.values))
-        if unknown:
-            raise ApiError(
-                422,
-                f"unknown state(s) {', '.join(unknown)}; known: {', '.join(Job.State.values)}",
-                fields={"state": [f"unknown: {', '.join(unknown)}"]},
-            )
-        jobs = jobs.filter(state__in=states)
-    if active is not None:
-        jobs = jobs.filter(state__in=Job.ACTIVE) if active else jobs.exclude(state__in=Job.ACTIVE)
-    if project:
-        jobs = jobs.filter(project__name=project)
-    if spider:
-        jobs = jobs.filter(spider=spider)
-    if task:
-        jobs = jobs.filter(run__task__name=task)
-    if node:
-        jobs = jobs.filter(node__name=node)
-    if run is not None:
-        jobs = jobs.filter(run_id=run)
+    filters = listing.JobFilters(
+        states=(state or "").split(","),
+        active=active,
+        project=project or "",
+        spider=spider or "",
+        task=task or "",
+        node=node or "",
+        run=run,
+    )
+    jobs = listing.filter_jobs(filters, _jobs())
     limit = max(1, min(limit, MAX_LIMIT))
     offset = max(0, offset)
     jobs = jobs.order_by("-created_at", "-pk")
