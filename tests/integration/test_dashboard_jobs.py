@@ -540,7 +540,7 @@ def test_a_job_is_followed_live_from_queued_to_succeeded(
     stats.filter(has_text="item_scraped_count").wait_for()
     assert stats.locator("tr", has_text="item_scraped_count").locator("td").inner_text() == "12"
     assert "response_status_count/200" in stats.inner_text()
-    assert page.locator(".tile", has_text="Items").locator(".tile-value").inner_text() == "12"
+    assert page.locator(".tile-label:text-is('Items') + .tile-value").inner_text() == "12"
 
     points = page.evaluate(
         """() => {
