@@ -566,12 +566,23 @@ def test_a_job_is_followed_live_from_queued_to_succeeded(
 @pytest.mark.scrapyd
 def test_a_long_job_is_cancelled_from_its_page(fleet, cp_web, cp_process, page, dashboard_users):
     blocked = confine(page, cp_web)
-    cp_process("scheduler")
     cp_process("poller")
     task = make_task(fleet, "sleepy", args={"seconds": "300"}, max_attempts=1)
     job = start_run(task).jobs.get()
     log_in(page, cp_web, dashboard_users["operator"])
-    page.goto(f"{cp_web}/jobs/{job.pk}/")
+    # The job list keeps its active rows current.
+    page.goto(f"{cp_web}/jobs/?task={task.name}")
+    row = page.locator(f"#job-row-{job.pk}")
+    assert "queued" in row.inner_text()
+    page.evaluate("window.notReloaded = true")
+    cp_process("scheduler")
+    page.wait_for_selector(f"#job-row-{job.pk} .badge.state-running", timeout=60_000)
+    assert page.evaluate("window.notReloaded") is True
+    assert row.locator("td").nth(3).inner_text() in {r.name for r in fleet.rows}  # its node
+    screenshot(page, "jobs-list-live")
+
+    row.get_by_role("link", name=str(job.pk)).click()
+    page.wait_for_url(f"{cp_web}/jobs/{job.pk}/")
     job_state_on_page(page, "running")
     page.locator("#job-log").filter(has_text="Spider opened").wait_for()
 
