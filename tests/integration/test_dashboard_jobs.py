@@ -163,7 +163,9 @@ def test_filtered_pages_read_an_index_in_order_never_sort(world, filters):
     cursor = paging.decode(paging.encode(at, 10**6))
     for queryset in job_querysets(filters):
         plan = paging._after(queryset, "created_at", cursor)[:51].explain()
-        assert "TEMP B-TREE" not in plan, plan
+        # Sorting only rows that tie on the time ("RIGHT PART OF ORDER BY") streams; sorting
+        # every match before the first row comes out is what a deep page cannot afford.
+        assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
         assert re.search(r"(SEARCH|SCAN) jobs_job USING (COVERING )?INDEX job_", plan), plan
 
 

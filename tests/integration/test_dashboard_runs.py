@@ -125,7 +125,9 @@ def test_run_pages_read_an_index_in_order_never_sort(world, filters):
     cursor = paging.decode(paging.encode(timezone.now(), 10**6))
     for queryset in run_querysets(filters):
         plan = paging._after(queryset, "scheduled_for", cursor)[:51].explain()
-        assert "TEMP B-TREE" not in plan, plan
+        # Sorting only rows that tie on the time ("RIGHT PART OF ORDER BY") streams; sorting
+        # every match before the first row comes out is what a deep page cannot afford.
+        assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
         assert "USING INDEX taskrun_" in plan, plan
 
 
