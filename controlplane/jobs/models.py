@@ -16,7 +16,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from controlplane.lib.scrapyd import log_path
+from controlplane.lib.scrapyd import items_path, log_path
 
 
 def new_scrapyd_job_id() -> str:
@@ -150,6 +150,11 @@ class Job(models.Model):
     def log_path(self) -> str:
         """The job's log, relative to its node's URL."""
         return log_path(self.project.name, self.spider, self.scrapyd_job_id)
+
+    @property
+    def items_path(self) -> str:
+        """The job's items feed, relative to its node's URL (served only with an items_dir)."""
+        return items_path(self.project.name, self.spider, self.scrapyd_job_id)
 
     def log_url_on(self, node: Any) -> str:
         """Where ``node`` serves this job's log (empty without a node)."""

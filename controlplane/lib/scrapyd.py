@@ -40,6 +40,11 @@ def log_path(project: str, spider: str, job: str) -> str:
     return f"logs/{project}/{spider}/{job}.log"
 
 
+def items_path(project: str, spider: str, job: str) -> str:
+    """Where a Scrapyd node with an ``items_dir`` serves a job's items feed (its ``items_url``)."""
+    return f"items/{project}/{spider}/{job}.jl"
+
+
 def check_envelope(payload: Any, endpoint: str) -> dict[str, Any]:
     """``payload`` if Scrapyd says ``status: ok``; otherwise ScrapydError with its message."""
     if not isinstance(payload, dict) or payload.get("status") != "ok":
@@ -212,6 +217,22 @@ class ScrapydClient:
         if response.status_code not in (200, 206):
             raise ScrapydError(f"{url} answered HTTP {response.status_code}")
         return response.content.decode("utf-8", errors="replace")
+
+    def file_size(self, path: str) -> int | None:
+        """The length of a file the node serves (HEAD only); None if it has no such file."""
+        url = urljoin(self.url, path)
+        try:
+            head = self.session.head(url, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ScrapydError(f"{url}: {exc}", unreachable=True) from exc
+        if head.status_code == 404:
+            return None
+        if head.status_code >= 400:
+            raise ScrapydError(f"{url} answered HTTP {head.status_code}")
+        try:
+            return int(head.headers.get("Content-Length") or 0)
+        except ValueError as exc:
+            raise ScrapydError(f"{url} answered a malformed Content-Length") from exc
 
     def read_range(self, path: str, start: int | None, max_bytes: int) -> ByteRange | None:
         """At most ``max_bytes`` of a file the node serves, from byte ``start`` (None: the last

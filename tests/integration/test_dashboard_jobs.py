@@ -430,6 +430,38 @@ def test_a_job_never_placed_has_no_log_to_follow(client, dashboard_users, world)
     assert 'id="log-next"' not in ended
 
 
+def test_an_items_feed_is_offered_only_when_the_node_serves_one(
+    client, dashboard_users, tmp_path, world
+):
+    earlier = timezone.now() - timedelta(hours=1)
+    _, [job] = world.run("books-daily", Job.State.SUCCEEDED, at=earlier)
+    _, [other] = world.run("books-daily", Job.State.SUCCEEDED, at=earlier + timedelta(seconds=1))
+    lines = "".join(f'{{"n": {n}}}\n' for n in range(120_000))  # more than one read
+    (tmp_path / job.items_path).parent.mkdir(parents=True)
+    (tmp_path / job.items_path).write_text(lines)
+    (tmp_path / "items" / "crawler" / "books" / "elsewhere.jl").write_text("not this one\n")
+    logged_in_client(client, dashboard_users["viewer"])
+    with LogServer(tmp_path) as server:
+        Node.objects.filter(pk=job.node_id).update(url=server.url)  # both jobs ran there
+        page = client.get(reverse("dashboard:job", args=[job.pk])).content.decode()
+        where = reverse("dashboard:job-items-where", args=[job.pk])
+        assert f'hx-get="{where}"' in page  # asked once the page is shown, not while rendering
+        offer = client.get(where).content.decode()
+        assert f'href="{reverse("dashboard:job-items", args=[job.pk])}"' in offer
+        assert server.url not in offer  # never a link to the node itself
+        response = client.get(reverse("dashboard:job-items", args=[job.pk]))
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content).decode() == lines
+        assert 'filename="books-job-' in response["Content-Disposition"]
+        ranges = [r for method, path, r in server.requests if method == "GET"]
+        assert len(ranges) >= 2  # read in bounded pieces
+        assert {path for _, path, _ in server.requests} == {f"/{job.items_path}"}
+
+        none = client.get(reverse("dashboard:job-items-where", args=[other.pk])).content.decode()
+        assert "serves no items file for this job" in none
+        assert client.get(reverse("dashboard:job-items", args=[other.pk])).status_code == 404
+
+
 # --- samples ------------------------------------------------------------------------------------
 def test_samples_are_thinned_to_a_bound_keeping_first_and_last(world):
     _, [job] = world.run("books-daily", Job.State.RUNNING)

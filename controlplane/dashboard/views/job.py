@@ -8,7 +8,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
@@ -16,6 +21,7 @@ from controlplane.accounts.roles import Role
 from controlplane.dashboard.access import requires
 from controlplane.dashboard.views.jobparts import items_place, progress_chart, stat_groups
 from controlplane.jobs import operations
+from controlplane.jobs.itemsfile import items_file, stream_items
 from controlplane.jobs.listing import attempt_chain
 from controlplane.jobs.logs import read_log
 from controlplane.jobs.models import Job
@@ -93,6 +99,29 @@ def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
         "trigger": "load" if chunk.more else f"every {every}s",
     }
     return render(request, "dashboard/jobs/_log_chunk.html", context)
+
+
+@requires()
+def job_items_where(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Whether the job's node serves an items feed (asked once the job has ended)."""
+    job = get_object_or_404(Job.objects.select_related("project", "node"), pk=job_id)
+    context = {"job": job, "feed": items_file(job)}
+    return render(request, "dashboard/jobs/_items_feed.html", context)
+
+
+@requires()
+def job_items(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The job's items feed from its node, through the control plane (never a link to a node)."""
+    job = get_object_or_404(Job.objects.select_related("project", "node"), pk=job_id)
+    feed = items_file(job)
+    if feed.state != "served" or feed.size is None:
+        return HttpResponse(feed.message, status=404, content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(
+        stream_items(job, feed.size), content_type="application/x-ndjson"
+    )
+    response["Content-Length"] = str(feed.size)
+    response["Content-Disposition"] = f'attachment; filename="{job.spider}-job-{job.pk}.jl"'
+    return response
 
 
 @requires(Role.OPERATOR, post=True)

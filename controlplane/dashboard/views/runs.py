@@ -104,6 +104,8 @@ urlpatterns = [
     path("jobs/rows/", jobs.job_rows, name="job-rows"),
     path("jobs/<int:job_id>/", job.job_detail, name="job"),
     path("jobs/<int:job_id>/log/", job.job_log, name="job-log"),
+    path("jobs/<int:job_id>/items/", job.job_items, name="job-items"),
+    path("jobs/<int:job_id>/items/where/", job.job_items_where, name="job-items-where"),
     path("jobs/<int:job_id>/cancel/", job.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/retry/", job.job_retry, name="job-retry"),
 ]
