@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.dashboard",
     "tests.fixtures.taskpages",
+    "tests.fixtures.joblists",
 ]
 
 SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres")

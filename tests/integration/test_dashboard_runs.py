@@ -27,17 +27,12 @@ from tests.fixtures.dashboard import log_in, logged_in_client, screenshot
 from tests.fixtures.fleet import make_task, start_run
 from tests.fixtures.joblists import World
 
-
-@pytest.fixture(autouse=True)
-def fast_passwords(request, settings):
-    """Cheap password hashing in-process (browser tests log in to a real ``crawlfleet web``)."""
-    if request.node.get_closest_marker("browser") is None:
-        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 @pytest.fixture
 def world(db) -> World:
-    return World.build(nodes=3)
+    return World.build()
 
 
 def run_ids(response) -> list[int]:
