@@ -129,7 +129,7 @@ def test_a_long_job_is_cancelled_from_its_page(fleet, cp_web, cp_process, page, 
     assert row.locator("td").nth(3).inner_text() in {r.name for r in fleet.rows}  # its node
     screenshot(page, "jobs-list-live")
 
-    row.get_by_role("link", name=str(job.pk)).click()
+    row.get_by_role("link", name=str(job.pk), exact=True).click()
     page.wait_for_url(f"{cp_web}/jobs/{job.pk}/")
     job_state_on_page(page, "running")
     page.locator("#job-log").filter(has_text="Spider opened").wait_for()
