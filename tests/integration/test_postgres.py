@@ -6,7 +6,7 @@ starts that each try to migrate, racing schedulers recording the same fire, and 
 dispatchers claiming the same queued jobs. Workers meet at a barrier (a file) so their critical
 calls really overlap.
 
-Run as ``python -m tests.test_postgres ACTION ...`` this module is that worker.
+Run as ``python -m tests.integration.test_postgres ACTION ...`` this module is that worker.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _crawlfleet(*args: str) -> list[str]:
 
 
 def _worker(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tests.test_postgres", *args]
+    return [sys.executable, "-m", "tests.integration.test_postgres", *args]
 
 
 def _result(output: str) -> dict[str, Any]:
