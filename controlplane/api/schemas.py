@@ -324,6 +324,37 @@ class TokenCreatedOut(TokenOut):
     secret: str
 
 
+# --- audit trail ---------------------------------------------------------------------------------
+class AuditQueryIn(Schema):
+    actor: str = Field("", description="part of the actor's name (a user or a token)")
+    action: str = Field("", description="an action (task.update) or its area (task)")
+    target: str = Field("", description="part of the target's name")
+    since: datetime | None = Field(None, description="entries at or after this time")
+    until: datetime | None = Field(None, description="entries before this time")
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
+    limit: int = Field(50, ge=1, le=200, description="entries per page")
+
+
+class AuditEntryOut(Schema):
+    id: int
+    at: datetime
+    actor_kind: str = Field(description="user, token, anonymous or system")
+    actor: str
+    action: str = Field(description="e.g. login, task.update, token.create")
+    target: str
+    detail: dict[str, Any] = Field(
+        description="what the action touched; a change lists {field: [old, new]} under changes"
+    )
+    ip: str | None
+
+
+class AuditPageOut(Schema):
+    items: list[AuditEntryOut]
+    next_cursor: str | None = Field(
+        description="pass as cursor for the next (older) page; null on the last page"
+    )
+
+
 # --- spider reports ------------------------------------------------------------------------------
 class ReportIn(Schema):
     event: Literal["started", "heartbeat", "finished"]

@@ -90,6 +90,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["state", "node"]),
             models.Index(fields=["state", "not_before"]),
+            # The overview's windows over recently ended jobs (controlplane.jobs.fleetstats).
+            models.Index(fields=["finished_at"], name="job_finished_at"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,169 @@
+"""The fleet at a glance: node health and load, jobs now, the last 24 hours, jobs over time.
+
+Each figure is one aggregate query, whatever the number of jobs: counts come from conditional
+``COUNT(...) FILTER`` aggregates and charts from one ``GROUP BY`` over truncated finish times
+(``Trunc``, so SQLite and PostgreSQL agree). The active-job figures read the ``(state, node)``
+index; the windows over finished jobs read ``job_finished_at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from controlplane.jobs.models import Job
+from controlplane.jobs.placement import node_loads
+from controlplane.nodes.models import Node
+
+State = Job.State
+FAILED = (State.FAILED, State.LOST, State.TIMED_OUT)
+OUTCOMES = (State.SUCCEEDED, State.FAILED, State.LOST, State.TIMED_OUT, State.CANCELLED)
+# Worst first, so a node that needs attention heads the list.
+NODE_ORDER = {Node.State.DOWN: 0, Node.State.DEGRADED: 1, Node.State.UNKNOWN: 2, Node.State.UP: 3}
+SPANS = {"24h": ("hour", 24), "7d": ("day", 7)}
+
+
+@dataclass
+class NodeLoad:
+    node: Node
+    load: int  # jobs dispatching, pending or running on it, from the database
+
+    @property
+    def capacity(self) -> int:
+        return self.node.capacity
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.load / self.capacity)) if self.capacity else 0
+
+
+@dataclass
+class FleetHealth:
+    nodes: list[NodeLoad]
+    states: dict[str, int]  # node state -> how many enabled nodes are in it
+    disabled: int
+    load: int  # on schedulable nodes
+    capacity: int  # of schedulable nodes
+
+    @property
+    def total(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.load / self.capacity)) if self.capacity else 0
+
+
+def fleet_health() -> FleetHealth:
+    nodes = list(Node.objects.order_by("name"))
+    loads = node_loads(nodes)
+    rows = [NodeLoad(node, loads.get(node.pk, 0)) for node in nodes]
+    rows.sort(key=lambda row: (NODE_ORDER.get(row.node.state, 9), not row.node.enabled))
+    states = {state: 0 for state in Node.State.values}
+    for node in nodes:
+        if node.enabled:
+            states[node.state] = states.get(node.state, 0) + 1
+    schedulable = [row for row in rows if row.node.schedulable]
+    return FleetHealth(
+        nodes=rows,
+        states=states,
+        disabled=sum(1 for node in nodes if not node.enabled),
+        load=sum(row.load for row in schedulable),
+        capacity=sum(row.capacity for row in schedulable),
+    )
+
+
+def _count(**condition: Any) -> Count:
+    return Count("pk", filter=Q(**condition))
+
+
+def jobs_now(now: datetime | None = None) -> dict[str, int]:
+    """Active jobs by state, plus queued ones waiting out a retry backoff and active retries."""
+    now = now or timezone.now()
+    figures = Job.objects.filter(state__in=Job.ACTIVE).aggregate(
+        **{state: _count(state=state) for state in Job.ACTIVE},
+        backoff=_count(state=State.QUEUED, not_before__gt=now),
+        retrying=_count(attempt__gt=1),
+    )
+    return {key: value or 0 for key, value in figures.items()}
+
+
+def last_day(now: datetime | None = None) -> dict[str, int]:
+    """Attempts that ended in the last 24 hours: by outcome, failures, retries (attempt > 1)."""
+    since = (now or timezone.now()) - timedelta(hours=24)
+    figures = Job.objects.filter(finished_at__gte=since).aggregate(
+        ended=Count("pk"),
+        **{state: _count(state=state) for state in OUTCOMES},
+        failures=_count(state__in=FAILED),
+        retries=_count(attempt__gt=1),
+        retries_succeeded=_count(attempt__gt=1, state=State.SUCCEEDED),
+        items=Sum("items"),
+        pages=Sum("pages"),
+        errors=Sum("errors"),
+    )
+    return {key: value or 0 for key, value in figures.items()}
+
+
+@dataclass
+class Series:
+    """Jobs that ended per bucket (hours or days), by outcome, with their items/pages/errors."""
+
+    span: str
+    buckets: list[datetime]
+    outcomes: dict[str, list[int]] = field(default_factory=dict)
+    items: list[int] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        fmt = "%H:00" if self.span == "24h" else "%a %d %b"
+        return [timezone.localtime(bucket).strftime(fmt) for bucket in self.buckets]
+
+
+def buckets(span: str, now: datetime | None = None) -> list[datetime]:
+    """The bucket starts of ``span``, oldest first, the current (partial) bucket last."""
+    kind, count = SPANS[span]
+    local = timezone.localtime(now or timezone.now())
+    if kind == "hour":
+        last = local.replace(minute=0, second=0, microsecond=0)
+        step = timedelta(hours=1)
+        return [last - step * back for back in range(count - 1, -1, -1)]
+    today = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    # Days step on the wall clock (a day across a clock change is 23 or 25 hours long).
+    return [
+        timezone.make_aware(today.replace(tzinfo=None) - timedelta(days=back))
+        for back in range(count - 1, -1, -1)
+    ]
+
+
+def series(span: str = "24h", now: datetime | None = None) -> Series:
+    """One GROUP BY over (bucket, state) gives both charts."""
+    if span not in SPANS:
+        raise ValueError(f"unknown span {span!r}; one of {', '.join(SPANS)}")
+    starts = buckets(span, now)
+    rows = (
+        Job.objects.filter(finished_at__gte=starts[0])
+        .annotate(bucket=Trunc("finished_at", SPANS[span][0]))
+        .values("bucket", "state")
+        .annotate(n=Count("pk"), items=Sum("items"), pages=Sum("pages"), errors=Sum("errors"))
+        .order_by()
+    )
+    index = {start: position for position, start in enumerate(starts)}
+    result = Series(span, starts, {state: [0] * len(starts) for state in OUTCOMES})
+    result.items, result.pages, result.errors = ([0] * len(starts) for _ in range(3))
+    for row in rows:
+        position = index.get(row["bucket"])
+        if position is None:  # finished "in the future" on a node with a fast clock
+            continue
+        if row["state"] in result.outcomes:
+            result.outcomes[row["state"]][position] += row["n"]
+        result.items[position] += row["items"] or 0
+        result.pages[position] += row["pages"] or 0
+        result.errors[position] += row["errors"] or 0
+    return result
