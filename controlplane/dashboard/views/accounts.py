@@ -51,7 +51,7 @@ class UserCreateForm(PasswordFields):
 
 
 class RoleForm(forms.Form):
-    role = forms.ChoiceField(label="Role", choices=USER_ROLES)
+    role = forms.ChoiceField(label="New role", choices=USER_ROLES)
 
 
 class TokenCreateForm(forms.Form):

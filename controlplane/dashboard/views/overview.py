@@ -96,6 +96,7 @@ def charts_context(span: str) -> dict[str, Any]:
             "scales": {
                 "x": {"stacked": True},
                 "y": {
+                    "ticks": {"precision": 0},
                     "stacked": True,
                     "beginAtZero": True,
                     "title": {"display": True, "text": f"jobs per {unit}"},
@@ -130,14 +131,17 @@ def charts_context(span: str) -> dict[str, Any]:
             },
         ],
         "options": {
+            "elements": {"point": {"radius": 2}, "line": {"borderWidth": 2}},
             "scales": {
                 "y": {
                     "beginAtZero": True,
+                    "ticks": {"precision": 0},
                     "title": {"display": True, "text": f"items, pages per {unit}"},
                 },
                 "errors": {
                     "position": "right",
                     "beginAtZero": True,
+                    "ticks": {"precision": 0},
                     "grid": {"drawOnChartArea": False},
                     "title": {"display": True, "text": "errors"},
                 },
