@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Trunc
@@ -78,35 +77,37 @@ def fleet_health() -> FleetHealth:
     )
 
 
-def _count(**condition: Any) -> Count:
-    return Count("pk", filter=Q(**condition))
+def job_figures(now: datetime | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Jobs now and the last 24 hours, in one query over both indexes.
 
-
-def jobs_now(now: datetime | None = None) -> dict[str, int]:
-    """Active jobs by state, plus queued ones waiting out a retry backoff and active retries."""
+    Now: active jobs by state, queued ones waiting out a retry backoff, active retries.
+    Last 24 hours: attempts that ended by outcome, failures, retries (attempt > 1) and their yield.
+    """
     now = now or timezone.now()
-    figures = Job.objects.filter(state__in=Job.ACTIVE).aggregate(
-        **{state: _count(state=state) for state in Job.ACTIVE},
-        backoff=_count(state=State.QUEUED, not_before__gt=now),
-        retrying=_count(attempt__gt=1),
-    )
-    return {key: value or 0 for key, value in figures.items()}
+    active = Q(state__in=Job.ACTIVE)
+    ended = Q(finished_at__gte=now - timedelta(hours=24))
 
+    def count(where: Q) -> Count:
+        return Count("pk", filter=where)
 
-def last_day(now: datetime | None = None) -> dict[str, int]:
-    """Attempts that ended in the last 24 hours: by outcome, failures, retries (attempt > 1)."""
-    since = (now or timezone.now()) - timedelta(hours=24)
-    figures = Job.objects.filter(finished_at__gte=since).aggregate(
-        ended=Count("pk"),
-        **{state: _count(state=state) for state in OUTCOMES},
-        failures=_count(state__in=FAILED),
-        retries=_count(attempt__gt=1),
-        retries_succeeded=_count(attempt__gt=1, state=State.SUCCEEDED),
-        items=Sum("items"),
-        pages=Sum("pages"),
-        errors=Sum("errors"),
+    figures = Job.objects.filter(active | ended).aggregate(
+        **{f"now_{state}": count(Q(state=state)) for state in Job.ACTIVE},
+        now_backoff=count(Q(state=State.QUEUED, not_before__gt=now)),
+        now_retrying=count(active & Q(attempt__gt=1)),
+        day_ended=count(ended),
+        **{f"day_{state}": count(ended & Q(state=state)) for state in OUTCOMES},
+        day_failures=count(ended & Q(state__in=FAILED)),
+        day_retries=count(ended & Q(attempt__gt=1)),
+        day_retries_succeeded=count(ended & Q(attempt__gt=1, state=State.SUCCEEDED)),
+        day_items=Sum("items", filter=ended),
+        day_pages=Sum("pages", filter=ended),
+        day_errors=Sum("errors", filter=ended),
     )
-    return {key: value or 0 for key, value in figures.items()}
+    split: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for key, value in figures.items():
+        part, _, name = key.partition("_")
+        split[part == "day"][name] = value or 0
+    return split
 
 
 @dataclass

@@ -66,11 +66,12 @@ def _span(request: HttpRequest) -> str:
 
 def live_context() -> dict[str, Any]:
     now = timezone.now()
+    jobs, day = fleetstats.job_figures(now)
     return {
         "now": now,
         "fleet": fleetstats.fleet_health(),
-        "jobs": fleetstats.jobs_now(now),
-        "day": fleetstats.last_day(now),
+        "jobs": jobs,
+        "day": day,
         "fires": next_fires(NEXT_FIRES, now),
         "live_every": LIVE_EVERY,
     }
