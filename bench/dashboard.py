@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument(
         "--explain", action="store_true", help="plans of each page's slowest queries"
     )
+    parser.add_argument("--only", default="", help="measure only pages whose label has this")
     parser.add_argument("--keep", action="store_true", help="keep the database directory")
     args = parser.parse_args()
 
@@ -237,6 +238,8 @@ def main() -> None:
         print(f"\n{'page':50} {'p50 ms':>7} {'p95 ms':>7} {'p50 x':>6} {'p95 x':>6} {'queries':>7}")
         misses, floors = [], []
         for label, url in pages_to_measure(admin, data, args.deep):
+            if args.only not in label:
+                continue
             if url is None:
                 print(f"{label:50} skipped")
                 continue

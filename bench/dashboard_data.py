@@ -70,6 +70,8 @@ def own_timestamps(*models):
 
 def fill(total_jobs: int, rng: random.Random) -> dict:
     from django.contrib.auth import get_user_model
+    from django.core.management.color import no_style
+    from django.db import connection
     from django.utils import timezone
 
     from controlplane.accounts.models import AuditEntry
@@ -123,31 +125,40 @@ def fill(total_jobs: int, rng: random.Random) -> dict:
     runs_per_task = int(total_jobs / 1.08 / TASKS)
     every = timedelta(days=DAYS) / runs_per_task
     start = now - timedelta(days=DAYS)
-    runs = [
-        TaskRun(
-            task=task,
-            trigger="cron",
-            scheduled_for=start + every * i + timedelta(seconds=t * 7),
-            state="succeeded",
-            created_at=start + every * i,
-        )
-        for t, task in enumerate(tasks)
-        for i in range(runs_per_task)
-    ]
+    runs = sorted(
+        (
+            TaskRun(
+                task=task,
+                trigger="cron",
+                scheduled_for=start + every * i + timedelta(seconds=t * 7),
+                state="succeeded",
+                created_at=start + every * i,
+            )
+            for t, task in enumerate(tasks)
+            for i in range(runs_per_task)
+        ),
+        key=lambda run: run.scheduled_for,
+    )
+    jobs = []
+    for run in runs:
+        first = attempt(run, 1, rng, nodes, versions, now)
+        jobs.append(first)
+        if first.state in ("failed", "lost", "timed_out") and rng.random() < 0.8:
+            jobs.append(attempt(run, 2, rng, nodes, versions, now, after=first))
+    # Rows in the order the control plane would have written them (which is what the planner's
+    # correlation statistics see), with ids assigned up front so a retry can name its first try.
+    jobs.sort(key=lambda job: job.created_at)
+    for number, job in enumerate(jobs[:total_jobs], start=1):
+        job.id = number
+    jobs = [job for job in jobs[:total_jobs] if job.retry_of is None or job.retry_of.id]
     with own_timestamps(TaskRun, Job):
         TaskRun.objects.bulk_create(runs, batch_size=5000)
-        firsts, retries = [], []
-        for run in runs:
-            firsts.append(attempt(run, 1, rng, nodes, versions, now))
-        Job.objects.bulk_create(firsts, batch_size=2000)
-        for job in firsts:
-            if (
-                job.state in ("failed", "lost", "timed_out")
-                and rng.random() < 0.8
-                and len(firsts) + len(retries) < total_jobs
-            ):
-                retries.append(attempt(job.run, 2, rng, nodes, versions, now, after=job))
-        Job.objects.bulk_create(retries, batch_size=2000)
+        for job in jobs:
+            job.run_id = job.run.pk  # the runs got their ids just now
+        Job.objects.bulk_create(jobs, batch_size=2000)
+    with connection.cursor() as cursor:
+        for sql in connection.ops.sequence_reset_sql(no_style(), [Job]):
+            cursor.execute(sql)
     admin = get_user_model().objects.create_user("bench-admin", password="bench-password-1")
     set_role(admin, "admin")
     actions = ["login", "task.update", "job.retry", "job.cancel", "token.create", "deploy.upload"]
@@ -166,7 +177,7 @@ def fill(total_jobs: int, rng: random.Random) -> dict:
         ),
         batch_size=5000,
     )
-    return {"tasks": tasks, "nodes": nodes, "jobs": len(firsts) + len(retries)}
+    return {"tasks": tasks, "nodes": nodes, "jobs": len(jobs)}
 
 
 def attempt(run, number, rng, nodes, versions, now, after=None):

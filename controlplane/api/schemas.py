@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from ninja import Field, Schema
 
+from controlplane.accounts.auditlog import MAX_PAGE_SIZE as MAX_AUDIT_PAGE
+
 
 class ErrorBody(Schema):
     code: str
@@ -332,7 +334,7 @@ class AuditQueryIn(Schema):
     since: datetime | None = Field(None, description="entries at or after this time")
     until: datetime | None = Field(None, description="entries before this time")
     cursor: str | None = Field(None, description="next_cursor of the previous page")
-    limit: int = Field(50, ge=1, le=200, description="entries per page")
+    limit: int = Field(50, ge=1, le=MAX_AUDIT_PAGE, description="entries per page")
 
 
 class AuditEntryOut(Schema):

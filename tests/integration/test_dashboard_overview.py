@@ -4,6 +4,7 @@ every dashboard page renders from the control plane alone, without a script erro
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -357,11 +358,14 @@ def test_every_dashboard_page_loads_only_from_the_control_plane(
     nav = page.eval_on_selector_all(".topnav a", "links => links.map(a => a.href)")
     queue = [p for p in (_dashboard_link(h, cp_web) for h in nav) if p]
     seen: set[str] = set()
+    kinds: dict[str, int] = {}  # /jobs/17/ and /jobs/18/ are one kind of page: two of each do
     while queue and len(seen) < 80:
         path = queue.pop(0)
-        if path in seen:
+        kind = re.sub(r"\d+", "N", path)
+        if path in seen or kinds.get(kind, 0) >= 2:
             continue
         seen.add(path)
+        kinds[kind] = kinds.get(kind, 0) + 1
         response = page.goto(f"{cp_web}{path}", wait_until="networkidle")
         assert response.status < 400, (path, response.status)
         links = page.eval_on_selector_all("main a[href]", "links => links.map(a => a.href)")
