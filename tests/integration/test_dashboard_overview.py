@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from controlplane.deploys.models import Project, Version
 from controlplane.jobs import fleetstats
@@ -290,7 +291,7 @@ def test_admin_sees_the_overview_audit_and_users_then_an_operator_logs_in(
     page.wait_for_function(CHART_DRAWN, arg="chart-outcomes")
     page.wait_for_function(CHART_DRAWN, arg="chart-volume")
     assert page.locator('[data-tile="running"] .tile-value').inner_text() == "5"
-    assert page.locator("tr[data-node]").count() == 4
+    expect(page.locator("tr[data-node]")).to_have_count(4)
     screenshot(page, "overview")
     page.click("#overview-charts .segmented a:has-text('7 days')")
     page.wait_for_selector("#overview-charts h2:has-text('last 7 days')")
@@ -310,7 +311,7 @@ def test_admin_sees_the_overview_audit_and_users_then_an_operator_logs_in(
     screenshot(page, "audit")
 
     page.click(".topnav a:has-text('Users')")
-    assert page.locator("table tbody tr").count() == 3
+    expect(page.locator("table tbody tr")).to_have_count(3)
     screenshot(page, "users")
     page.click("text=New user")
     page.fill("input[name=username]", "night-shift")
@@ -332,7 +333,7 @@ def test_admin_sees_the_overview_audit_and_users_then_an_operator_logs_in(
 
     log_in(page, cp_web, Login("night-shift", "a-long-enough-passphrase", "operator"))
     assert "(operator)" in page.locator(".user-menu").inner_text()
-    assert page.locator(".topnav a:has-text('Users')").count() == 0
+    expect(page.locator(".topnav a:has-text('Users')")).to_have_count(0)
     assert blocked == []
     assert errors == []
 
