@@ -48,12 +48,12 @@ def role_of(user: Any) -> str | None:
         return None
     if user.is_superuser:
         return Role.ADMIN
-    remembered = user.__dict__.get(_REMEMBERED)
+    remembered = getattr(user, _REMEMBERED, None)
     if remembered is not None:
         return remembered[0]
     groups = set(user.groups.values_list("name", flat=True))
     role = next((r for r in reversed(RANK) if r in groups), Role.VIEWER if user.is_staff else None)
-    user.__dict__[_REMEMBERED] = (role,)
+    setattr(user, _REMEMBERED, (role,))
     return role
 
 
@@ -65,4 +65,5 @@ def set_role(user: Any, role: str) -> None:
         groups = {name: Group.objects.get_or_create(name=name)[0] for name in RANK}
         user.groups.remove(*[g for name, g in groups.items() if name != role])
         user.groups.add(groups[role])
-    user.__dict__.pop(_REMEMBERED, None)
+    if getattr(user, _REMEMBERED, None) is not None:
+        delattr(user, _REMEMBERED)
