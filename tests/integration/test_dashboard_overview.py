@@ -20,7 +20,7 @@ from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task, TaskRun
 from tests.fixtures.browser import confine
-from tests.fixtures.dashboard import log_in, logged_in_client, screenshot
+from tests.fixtures.dashboard import Login, log_in, logged_in_client, screenshot
 
 S = Job.State
 
@@ -327,10 +327,18 @@ def test_admin_sees_the_overview_audit_and_users_then_an_operator_logs_in(
     page.wait_for_selector("h1:has-text('night-shift')")
     screenshot(page, "users-user")
 
+    page.click(".subnav a:has-text('API tokens')")
+    page.fill("input[name=name]", "ci-deploy")
+    page.click("button:has-text('Create token')")
+    secret = page.input_value("#token-secret")
+    assert secret.startswith("cf_")
+    screenshot(page, "tokens-created")
+    page.goto(f"{cp_web}/accounts/tokens/")  # the same page again: the secret is gone
+    expect(page.locator("tr:has-text('ci-deploy')")).to_have_count(1)
+    assert secret not in page.content()
+
     page.click(".user-menu button:has-text('Log out')")
     page.wait_for_url(f"{cp_web}/login/")
-    from tests.fixtures.dashboard import Login
-
     log_in(page, cp_web, Login("night-shift", "a-long-enough-passphrase", "operator"))
     assert "(operator)" in page.locator(".user-menu").inner_text()
     expect(page.locator(".topnav a:has-text('Users')")).to_have_count(0)
@@ -352,6 +360,16 @@ def test_every_dashboard_page_loads_only_from_the_control_plane(
     cp_web, page, dashboard_users, fleet
 ):
     """Every page reachable from the nav (and their links, a few levels deep) as an admin."""
+    from controlplane.accounts import audit
+
+    someone = audit.Actor("user", "alice", "operator", ip="10.0.0.7")
+    audit.record(
+        someone,
+        "task.update",
+        "hourly",
+        changes={"cron": ["*/5 * * * *", "0 * * * *"], "enabled": [False, True]},
+    )
+    audit.record(someone, "task.create", "minutely", fields={f"field_{i}": i for i in range(8)})
     blocked = confine(page, cp_web)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
