@@ -5,8 +5,9 @@
 A throwaway PostgreSQL cluster from Debian's packages (as the test suite runs it, on a free
 loopback port, as the ``postgres`` user when run as root) is filled with bulk inserts: 10 nodes,
 20 tasks, and their runs and jobs spread over 30 days (about 10 % failed, lost or timed out, most
-of those retried once, a few hundred active now), each finished job with a Scrapy stats dict, and
-an audit trail of 20,000 entries.
+of those retried once, a few hundred active now), written in time order as the control plane
+writes them; each finished job with a Scrapy stats dict and, where the jobs app keeps them,
+progress samples; an audit trail of 20,000 entries.
 
 Pages are requested in-process through Django's test client, logged in as an admin: the figure
 is the server's time (URL routing, middleware, session, queries, templates), not the network or
@@ -228,7 +229,17 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
         print(
-            f"filled {data['jobs']:,} jobs, {NODES} nodes, {TASKS} tasks in {time.perf_counter() - started:.0f} s (PostgreSQL {server.bin_dir.parent.name})"
+            f"filled {data['jobs']:,} jobs, {NODES} nodes, {TASKS} tasks in "
+            f"{time.perf_counter() - started:.0f} s (PostgreSQL {server.bin_dir.parent.name})"
+        )
+        samples = data["samples"]
+        print(
+            f"progress samples: {samples:,}"
+            if samples is not None
+            else "progress samples: none (the jobs app has no JobSample model)"
+        )
+        print(
+            f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
         )
 
         from django.contrib.auth import get_user_model

@@ -153,12 +153,16 @@ def fill(total_jobs: int, rng: random.Random) -> dict:
     jobs = [job for job in jobs[:total_jobs] if job.retry_of is None or job.retry_of.id]
     with own_timestamps(TaskRun, Job):
         TaskRun.objects.bulk_create(runs, batch_size=5000)
+        copies_task = any(f.name == "task" for f in Job._meta.get_fields())
         for job in jobs:
             job.run_id = job.run.pk  # the runs got their ids just now
+            if copies_task:  # Job.save() copies the run's task; bulk_create does not call it
+                job.task_id = job.run.task_id
         Job.objects.bulk_create(jobs, batch_size=2000)
     with connection.cursor() as cursor:
         for sql in connection.ops.sequence_reset_sql(no_style(), [Job]):
             cursor.execute(sql)
+    samples = progress_samples(jobs, now, rng)
     admin = get_user_model().objects.create_user("bench-admin", password="bench-password-1")
     set_role(admin, "admin")
     actions = ["login", "task.update", "job.retry", "job.cancel", "token.create", "deploy.upload"]
@@ -177,7 +181,44 @@ def fill(total_jobs: int, rng: random.Random) -> dict:
         ),
         batch_size=5000,
     )
-    return {"tasks": tasks, "nodes": nodes, "jobs": len(jobs)}
+    return {"tasks": tasks, "nodes": nodes, "jobs": len(jobs), "samples": samples}
+
+
+def progress_samples(jobs, now, rng: random.Random) -> int | None:
+    """Heartbeat samples, where the jobs app keeps them (``JobSample``): 30 per job of the last
+    three days, 3 per older one. None when there is no such model."""
+    from django.apps import apps
+
+    try:
+        sample = apps.get_model("jobs", "JobSample")
+    except LookupError:
+        return None
+    if not {"job", "at", "items", "pages", "errors"} <= {f.name for f in sample._meta.fields}:
+        print("note: JobSample has other fields than job/at/items/pages/errors; no samples")
+        return None
+    rows, written = [], 0
+    for job in jobs:
+        if job.started_at is None:
+            continue
+        end = job.finished_at or now
+        count = 30 if now - end < timedelta(days=3) else 3
+        step = (end - job.started_at) / count
+        for i in range(1, count + 1):
+            share = i / count
+            rows.append(
+                sample(
+                    job_id=job.id,
+                    at=job.started_at + step * i,
+                    items=int(job.items * share),
+                    pages=int(job.pages * share),
+                    errors=int(job.errors * share),
+                )
+            )
+        if len(rows) >= 20_000:
+            sample.objects.bulk_create(rows)
+            written, rows = written + len(rows), []
+    sample.objects.bulk_create(rows)
+    return written + len(rows)
 
 
 def attempt(run, number, rng, nodes, versions, now, after=None):

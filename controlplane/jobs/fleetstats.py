@@ -60,7 +60,7 @@ class FleetHealth:
 
 
 def fleet_health() -> FleetHealth:
-    nodes = list(Node.objects.order_by("name"))
+    nodes = list(Node.objects.defer("password").order_by("name"))  # never shown, never loaded
     loads = node_loads(nodes)
     rows = [NodeLoad(node, loads.get(node.pk, 0)) for node in nodes]
     rows.sort(key=lambda row: (NODE_ORDER.get(row.node.state, 9), not row.node.enabled))
