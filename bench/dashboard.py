@@ -49,23 +49,31 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class Links(HTMLParser):
-    """The rel=next link and each filter <select>'s options of a page."""
+    """A page's rel=next link and its form fields: name -> the values offered (select options,
+    checkbox and radio values; none for a text input)."""
+
+    CHOICES = ("checkbox", "radio")
 
     def __init__(self) -> None:
         super().__init__()
         self.next: str | None = None
-        self.selects: dict[str, list[str]] = {}
+        self.fields: dict[str, list[str]] = {}
         self._select: str | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        name = attrs.get("name") or ""
         if tag == "a" and "next" in (attrs.get("rel") or "").split() and self.next is None:
             self.next = attrs.get("href")
-        elif tag == "select":
-            self._select = attrs.get("name")
-            self.selects.setdefault(self._select or "", [])
+        elif tag == "select" and name:
+            self._select = name
+            self.fields.setdefault(name, [])
         elif tag == "option" and self._select and attrs.get("value"):
-            self.selects[self._select].append(attrs["value"])
+            self.fields[self._select].append(attrs["value"])
+        elif tag == "input" and name and attrs.get("type") not in ("hidden", "submit"):
+            values = self.fields.setdefault(name, [])
+            if attrs.get("type") in self.CHOICES and attrs.get("value"):
+                values.append(attrs["value"])
 
     def handle_endtag(self, tag):
         if tag == "select":
@@ -123,10 +131,21 @@ def explain(queries: list[dict], top: int = 3) -> None:
                 print(f"       {line}")
 
 
-def pages_to_measure(client, data: dict, deep: int) -> list[tuple[str, str | None]]:
-    """(label, URL or None with the reason in the label) for every page there is."""
+def follow(client, url: str, pages: int) -> tuple[str, int]:
+    """The page reached by following up to ``pages`` rel=next links, and how many were followed."""
     from urllib.parse import urljoin
 
+    reached = 0
+    for _ in range(pages):
+        href = parse(client.get(url)).next
+        if not href:
+            break
+        url, reached = urljoin(url, href), reached + 1
+    return url, reached
+
+
+def pages_to_measure(client, data: dict, deep: int) -> list[tuple[str, str | None]]:
+    """(label, URL or None with the reason in the label) for every page there is."""
     from django.urls import NoReverseMatch, reverse
 
     from controlplane.jobs.models import Job
@@ -154,33 +173,22 @@ def pages_to_measure(client, data: dict, deep: int) -> list[tuple[str, str | Non
     if jobs is None:
         pages.append(("jobs: not installed (dashboard:jobs)", None))
     else:
-        pages.append(("jobs", jobs))
-        form = parse(client.get(jobs)).selects
+        form = parse(client.get(jobs)).fields
         task, node = data["tasks"][3], data["nodes"][2]
+        lists = [("jobs", jobs)]
         for field, wanted in [("state", "failed"), ("task", task), ("node", node)]:
-            options = form.get(field, [])
-            choice = next(
-                (
-                    o
-                    for o in options
-                    if o in (str(getattr(wanted, "pk", wanted)), getattr(wanted, "name", wanted))
-                ),
-                None,
-            )
-            value = choice or getattr(wanted, "name", wanted)
-            note = "" if choice else " (no such filter in the form; guessed)"
-            pages.append((f"jobs ?{field}={value}{note}", f"{jobs}?{field}={value}"))
-        deep_url, reached = jobs, 0
-        for _ in range(deep):
-            href = parse(client.get(deep_url)).next
-            if not href:
-                break
-            deep_url, reached = urljoin(deep_url, href), reached + 1
-        pages.append(
-            (f"jobs, page {reached + 1} (by cursor)", deep_url if reached else None)
-            if reached
-            else (f"jobs: no rel=next link to follow (after {reached} pages)", None)
-        )
+            names = (str(getattr(wanted, "pk", wanted)), getattr(wanted, "name", wanted))
+            offered = form.get(field)
+            value = next((o for o in offered or [] if o in names), names[1])
+            note = "" if offered is not None else " (not in the filter form; guessed)"
+            lists.append((f"jobs ?{field}={value}{note}", f"{jobs}?{field}={value}"))
+        for label, first in lists:
+            pages.append((label, first))
+            deepest, reached = follow(client, first, deep)
+            if reached:
+                pages.append((f"{label.split(' (')[0]}, page {reached + 1}", deepest))
+            else:
+                pages.append((f"{label}: no rel=next link to follow", None))
     job = Job.objects.filter(state="failed", retried_by__isnull=False).order_by("-pk").first()
     for name, kwargs, label in [
         ("dashboard:job", {"job_id": job.pk if job else 0}, "job page"),
