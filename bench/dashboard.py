@@ -1,6 +1,7 @@
 """Server time of the dashboard's pages over 100,000 jobs on PostgreSQL.
 
-    .venv/bin/python bench/dashboard.py [--jobs 100000] [--requests 40] [--deep 1000] [--keep]
+    .venv/bin/python bench/dashboard.py [--jobs 100000] [--requests 40] [--deep 1000]
+                                        [--explain] [--only TEXT] [--keep]
 
 A throwaway PostgreSQL cluster from Debian's packages (as the test suite runs it, on a free
 loopback port, as the ``postgres`` user when run as root) is filled with bulk inserts: 10 nodes,
