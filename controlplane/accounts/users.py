@@ -145,18 +145,19 @@ def deactivate(user: Any, *, actor: audit.Actor | None = None) -> None:
     with transaction.atomic():
         _not_self(user, actor, "deactivate")
         _keeps_an_admin(user, "deactivate")
-        type(user).objects.filter(pk=user.pk).update(is_active=False)
         user.is_active = False
-        audit.record(actor, "user.deactivate", user.get_username())
+        # Conditional, so two admins clicking at once record one deactivation.
+        if type(user).objects.filter(pk=user.pk, is_active=True).update(is_active=False):
+            audit.record(actor, "user.deactivate", user.get_username())
 
 
 def reactivate(user: Any, *, actor: audit.Actor | None = None) -> None:
     if user.is_active:
         return
     with transaction.atomic():
-        type(user).objects.filter(pk=user.pk).update(is_active=True)
         user.is_active = True
-        audit.record(actor, "user.reactivate", user.get_username())
+        if type(user).objects.filter(pk=user.pk, is_active=False).update(is_active=True):
+            audit.record(actor, "user.reactivate", user.get_username())
 
 
 def set_password(user: Any, password: str, *, actor: audit.Actor | None = None) -> None:

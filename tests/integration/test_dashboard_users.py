@@ -221,6 +221,18 @@ def test_deactivating_ends_the_users_sessions_and_reactivating_lets_them_back(
     assert admin.post(url, {"active": "maybe"}).status_code == 400
 
 
+def test_two_admins_deactivating_at_once_record_it_once(dashboard_users):
+    name = dashboard_users["viewer"].username
+    first, second = user(name), user(name)  # what two requests read at the same moment
+    ci = audit.Actor("token", "ci", "admin")
+    users.deactivate(first, actor=ci)
+    users.deactivate(second, actor=ci)
+    assert [a for _, a, _ in audit_rows()] == ["user.deactivate"]
+    users.reactivate(first, actor=ci)
+    users.reactivate(second, actor=ci)  # still thinks the account is inactive
+    assert [a for _, a, _ in audit_rows()] == ["user.deactivate", "user.reactivate"]
+
+
 def test_setting_a_password_validates_it_and_keeps_it_out_of_the_trail(admin, dashboard_users):
     login = dashboard_users["viewer"]
     target = user(login.username)
