@@ -35,17 +35,26 @@ def allows(have: str | None, need: str) -> bool:
     return RANK.index(have) >= RANK.index(need)
 
 
+_REMEMBERED = "_crawlfleet_role"  # on a user object: (its role,), once looked up
+
+
 def role_of(user: Any) -> str | None:
-    """The role of a Django user, or None when the user may see nothing."""
+    """The role of a Django user, or None when the user may see nothing.
+
+    Remembered on the user object, so the checks and the templates of one request cost one
+    query; :func:`set_role` forgets it.
+    """
     if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
         return None
     if user.is_superuser:
         return Role.ADMIN
+    remembered = getattr(user, _REMEMBERED, None)
+    if remembered is not None:
+        return remembered[0]
     groups = set(user.groups.values_list("name", flat=True))
-    for role in reversed(RANK):
-        if role in groups:
-            return role
-    return Role.VIEWER if user.is_staff else None
+    role = next((r for r in reversed(RANK) if r in groups), Role.VIEWER if user.is_staff else None)
+    setattr(user, _REMEMBERED, (role,))
+    return role
 
 
 def set_role(user: Any, role: str) -> None:
@@ -56,3 +65,5 @@ def set_role(user: Any, role: str) -> None:
         groups = {name: Group.objects.get_or_create(name=name)[0] for name in RANK}
         user.groups.remove(*[g for name, g in groups.items() if name != role])
         user.groups.add(groups[role])
+    if getattr(user, _REMEMBERED, None) is not None:
+        delattr(user, _REMEMBERED)

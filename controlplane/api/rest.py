@@ -7,7 +7,7 @@ Authentication and roles are in ``controlplane.api.auth``, the error envelope in
 from ninja import NinjaAPI, Swagger
 
 from controlplane.api import errors
-from controlplane.api.routers import jobs, nodes, projects, report, tasks, tokens
+from controlplane.api.routers import audit, jobs, nodes, projects, report, tasks, tokens
 
 api = NinjaAPI(
     title="crawlfleet",
@@ -19,7 +19,7 @@ api = NinjaAPI(
     description=(
         "Control plane of a Scrapyd fleet. Authenticate with `Authorization: Bearer <API token>` "
         "(roles: viewer reads; operator runs, cancels, retries, deploys; admin manages nodes and "
-        'tokens) or a staff session. Errors are `{"error": {"code", "message", "fields"}}`.'
+        'tokens and reads the audit trail) or a staff session. Errors are `{"error": {"code", "message", "fields"}}`.'
     ),
 )
 errors.install(api)
@@ -29,4 +29,5 @@ api.add_router("/tasks", tasks.router)
 api.add_router("/cron", tasks.cron_router)
 api.add_router("/jobs", jobs.router)
 api.add_router("/tokens", tokens.router)
+api.add_router("/audit", audit.router)
 api.add_router("/report", report.router)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from ninja import Field, Schema
 
+from controlplane.accounts.auditlog import MAX_PAGE_SIZE as MAX_AUDIT_PAGE
+
 
 class ErrorBody(Schema):
     code: str
@@ -324,6 +326,37 @@ class TokenOut(Schema):
 
 class TokenCreatedOut(TokenOut):
     secret: str
+
+
+# --- audit trail ---------------------------------------------------------------------------------
+class AuditQueryIn(Schema):
+    actor: str = Field("", description="part of the actor's name (a user or a token)")
+    action: str = Field("", description="an action (task.update) or its area (task)")
+    target: str = Field("", description="part of the target's name")
+    since: datetime | None = Field(None, description="entries at or after this time")
+    until: datetime | None = Field(None, description="entries before this time")
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
+    limit: int = Field(50, ge=1, le=MAX_AUDIT_PAGE, description="entries per page")
+
+
+class AuditEntryOut(Schema):
+    id: int
+    at: datetime
+    actor_kind: str = Field(description="user, token, anonymous or system")
+    actor: str
+    action: str = Field(description="e.g. login, task.update, token.create")
+    target: str
+    detail: dict[str, Any] = Field(
+        description="what the action touched; a change lists {field: [old, new]} under changes"
+    )
+    ip: str | None
+
+
+class AuditPageOut(Schema):
+    items: list[AuditEntryOut]
+    next_cursor: str | None = Field(
+        description="pass as cursor for the next (older) page; null on the last page"
+    )
 
 
 # --- spider reports ------------------------------------------------------------------------------

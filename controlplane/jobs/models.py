@@ -116,6 +116,8 @@ class Job(models.Model):
             models.Index(fields=["spider", "created_at", "id"], name="job_spider_created_idx"),
             models.Index(fields=["node", "created_at", "id"], name="job_node_created_idx"),
             models.Index(fields=["task", "created_at", "id"], name="job_task_created_idx"),
+            # The overview's windows over recently ended jobs (controlplane.jobs.fleetstats).
+            models.Index(fields=["finished_at"], name="job_finished_at"),
         ]
 
     def __str__(self) -> str:

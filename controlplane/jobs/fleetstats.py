@@ -1,0 +1,192 @@
+"""The fleet at a glance: node health and load, jobs now, the last 24 hours, jobs over time.
+
+Each part is one aggregate query, whatever the number of jobs: the counts come from one
+``GROUP BY`` over a few yes/no columns and the charts from one over truncated finish times
+(``Trunc``, so SQLite and PostgreSQL agree). The active-job figures read an index that starts
+with ``state``; the windows over ended jobs name the final states as well as the time, so they
+read an index on ``finished_at`` or one on ``(state, finished_at)``, whichever there is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, Sum
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from controlplane.jobs.models import Job
+from controlplane.jobs.placement import node_loads
+from controlplane.nodes.models import Node
+
+State = Job.State
+FAILED = (State.FAILED, State.LOST, State.TIMED_OUT)
+OUTCOMES = (State.SUCCEEDED, State.FAILED, State.LOST, State.TIMED_OUT, State.CANCELLED)
+# Worst first, so a node that needs attention heads the list.
+NODE_ORDER = {Node.State.DOWN: 0, Node.State.DEGRADED: 1, Node.State.UNKNOWN: 2, Node.State.UP: 3}
+SPANS = {"24h": ("hour", 24), "7d": ("day", 7)}
+
+
+@dataclass
+class NodeLoad:
+    node: Node
+    load: int  # jobs dispatching, pending or running on it, from the database
+
+    @property
+    def capacity(self) -> int:
+        return self.node.capacity
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.load / self.capacity)) if self.capacity else 0
+
+
+@dataclass
+class FleetHealth:
+    nodes: list[NodeLoad]
+    states: dict[str, int]  # node state -> how many enabled nodes are in it
+    disabled: int
+    load: int  # on schedulable nodes
+    capacity: int  # of schedulable nodes
+
+    @property
+    def total(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.load / self.capacity)) if self.capacity else 0
+
+
+def fleet_health() -> FleetHealth:
+    nodes = list(Node.objects.defer("password").order_by("name"))  # never shown, never loaded
+    loads = node_loads(nodes)
+    rows = [NodeLoad(node, loads.get(node.pk, 0)) for node in nodes]
+    rows.sort(key=lambda row: (NODE_ORDER.get(row.node.state, 9), not row.node.enabled))
+    states = {state: 0 for state in Node.State.values}
+    for node in nodes:
+        if node.enabled:
+            states[node.state] = states.get(node.state, 0) + 1
+    schedulable = [row for row in rows if row.node.schedulable]
+    return FleetHealth(
+        nodes=rows,
+        states=states,
+        disabled=sum(1 for node in nodes if not node.enabled),
+        load=sum(row.load for row in schedulable),
+        capacity=sum(row.capacity for row in schedulable),
+    )
+
+
+def job_figures(now: datetime | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Jobs now and the last 24 hours, in one query over both indexes.
+
+    Now: active jobs by state, queued ones waiting out a retry backoff, active retries.
+    Last 24 hours: attempts that ended by outcome, failures, retries (attempt > 1) and their yield.
+    One GROUP BY over a few yes/no columns, summed up here: a few dozen rows at most, and a
+    query far cheaper to build than one conditional aggregate per figure.
+    """
+    now = now or timezone.now()
+    ended = Q(state__in=Job.FINAL, finished_at__gte=now - timedelta(hours=24))
+
+    def flag(where: Q) -> ExpressionWrapper:
+        return ExpressionWrapper(where, output_field=BooleanField())
+
+    rows = (
+        Job.objects.filter(Q(state__in=Job.ACTIVE) | ended)
+        .annotate(
+            recent=flag(ended), retry=flag(Q(attempt__gt=1)), later=flag(Q(not_before__gt=now))
+        )
+        .values("state", "recent", "retry", "later")
+        .annotate(n=Count("pk"), items=Sum("items"), pages=Sum("pages"), errors=Sum("errors"))
+        .order_by()
+    )
+    jobs = dict.fromkeys([*Job.ACTIVE, "backoff", "retrying"], 0)
+    day = dict.fromkeys(
+        [
+            "ended",
+            *OUTCOMES,
+            "failures",
+            "retries",
+            "retries_succeeded",
+            "items",
+            "pages",
+            "errors",
+        ],
+        0,
+    )
+    for row in rows:
+        state, n = row["state"], row["n"]
+        if state in Job.ACTIVE:
+            jobs[state] += n
+            jobs["backoff"] += n if state == State.QUEUED and row["later"] else 0
+            jobs["retrying"] += n if row["retry"] else 0
+        elif row["recent"]:
+            day["ended"] += n
+            day[state] = day.get(state, 0) + n
+            day["failures"] += n if state in FAILED else 0
+            day["retries"] += n if row["retry"] else 0
+            day["retries_succeeded"] += n if row["retry"] and state == State.SUCCEEDED else 0
+            for total in ("items", "pages", "errors"):
+                day[total] += row[total] or 0
+    return {str(k): v for k, v in jobs.items()}, {str(k): v for k, v in day.items()}
+
+
+@dataclass
+class Series:
+    """Jobs that ended per bucket (hours or days), by outcome, with their items/pages/errors."""
+
+    span: str
+    buckets: list[datetime]
+    outcomes: dict[str, list[int]] = field(default_factory=dict)
+    items: list[int] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        fmt = "%H:00" if self.span == "24h" else "%a %d %b"
+        return [timezone.localtime(bucket).strftime(fmt) for bucket in self.buckets]
+
+
+def buckets(span: str, now: datetime | None = None) -> list[datetime]:
+    """The bucket starts of ``span``, oldest first, the current (partial) bucket last."""
+    kind, count = SPANS[span]
+    local = timezone.localtime(now or timezone.now())
+    if kind == "hour":
+        last = local.replace(minute=0, second=0, microsecond=0)
+        step = timedelta(hours=1)
+        return [last - step * back for back in range(count - 1, -1, -1)]
+    today = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    # Days step on the wall clock (a day across a clock change is 23 or 25 hours long).
+    return [
+        timezone.make_aware(today.replace(tzinfo=None) - timedelta(days=back))
+        for back in range(count - 1, -1, -1)
+    ]
+
+
+def series(span: str = "24h", now: datetime | None = None) -> Series:
+    """One GROUP BY over (bucket, state) gives both charts."""
+    if span not in SPANS:
+        raise ValueError(f"unknown span {span!r}; one of {', '.join(SPANS)}")
+    starts = buckets(span, now)
+    rows = (
+        Job.objects.filter(state__in=Job.FINAL, finished_at__gte=starts[0])
+        .annotate(bucket=Trunc("finished_at", SPANS[span][0]))
+        .values("bucket", "state")
+        .annotate(n=Count("pk"), items=Sum("items"), pages=Sum("pages"), errors=Sum("errors"))
+        .order_by()
+    )
+    index = {start: position for position, start in enumerate(starts)}
+    result = Series(span, starts, {state: [0] * len(starts) for state in OUTCOMES})
+    result.items, result.pages, result.errors = ([0] * len(starts) for _ in range(3))
+    for row in rows:
+        position = index.get(row["bucket"])
+        if position is None:  # finished "in the future" on a node with a fast clock
+            continue
+        if row["state"] in result.outcomes:
+            result.outcomes[row["state"]][position] += row["n"]
+        result.items[position] += row["items"] or 0
+        result.pages[position] += row["pages"] or 0
+        result.errors[position] += row["errors"] or 0
+    return result
