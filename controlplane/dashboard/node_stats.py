@@ -14,13 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Avg, BooleanField, Case, Count, Q, QuerySet, Sum, When
+from django.db.models import Avg, BooleanField, Case, Count, Q, QuerySet, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from controlplane.deploys.models import NodeDeployment, Project
 from controlplane.jobs.models import Job
-from controlplane.jobs.placement import placeable_nodes
 from controlplane.nodes.models import HealthSample, Node
 
 # Span of the health chart: label -> how far back.
@@ -63,19 +62,6 @@ class NodeRow:
     @property
     def load_percent(self) -> int:
         return min(100, round(100 * self.load / self.node.capacity)) if self.node.capacity else 0
-
-
-@dataclass
-class FleetSummary:
-    total: int = 0
-    up: int = 0
-    degraded: int = 0
-    down: int = 0  # down or never seen
-    disabled: int = 0
-    draining: int = 0
-    load: int = 0
-    capacity: int = 0  # of the nodes that take new jobs
-    queued: int = 0
 
 
 def nodes_for_pages() -> QuerySet[Node]:
@@ -123,32 +109,6 @@ def fleet_rows(nodes: list[Node]) -> list[NodeRow]:
             label for vid, label in current.items() if vid not in held[row.node.pk]
         )
     return [rows[node.pk] for node in nodes]
-
-
-def summary() -> FleetSummary:
-    """The whole fleet at a glance (not only the page shown): three aggregate queries."""
-    result = FleetSummary()
-    for enabled, draining, state, count in (
-        Node.objects.order_by()
-        .values_list("enabled", "draining", "state")
-        .annotate(count=Count("id"))
-    ):
-        result.total += count
-        if not enabled:
-            result.disabled += count
-        elif draining:
-            result.draining += count
-        if state == Node.State.UP:
-            result.up += count
-        elif state == Node.State.DEGRADED:
-            result.degraded += count
-        else:
-            result.down += count
-    placeable = placeable_nodes()
-    result.capacity = placeable.aggregate(total=Sum("capacity"))["total"] or 0
-    result.load = Job.objects.filter(state__in=Job.ON_NODE, node__in=placeable).count()
-    result.queued = Job.objects.filter(state=Job.State.QUEUED).count()
-    return result
 
 
 def recent_jobs(node: Node) -> list[Job]:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from controlplane.dashboard import paging
 from controlplane.jobs.models import Job
-from controlplane.scheduling import cron
+from controlplane.scheduling import cron, upcoming
 from controlplane.scheduling.models import Task, TaskRun
 
 # The success rate counts the runs scheduled in this many days, up to now.
@@ -54,13 +54,8 @@ def next_fires(expression: str, zone_name: str, count: int = PREVIEW_COUNT) -> l
 
 def next_fire(task: Task) -> Fire | None:
     """The task's next fire, or None when it is disabled (or its schedule cannot fire)."""
-    if not task.enabled:
-        return None
-    try:
-        fires = next_fires(task.cron, task.timezone, 1)
-    except ValidationError:
-        return None
-    return fires[0] if fires else None
+    at = upcoming.next_fire(task)
+    return Fire(at, at.astimezone(UTC)) if at is not None else None
 
 
 @dataclass

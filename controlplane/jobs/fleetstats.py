@@ -17,7 +17,7 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from controlplane.jobs.models import Job
-from controlplane.jobs.placement import node_loads
+from controlplane.jobs.placement import node_loads, placeable_nodes
 from controlplane.nodes.models import Node
 
 State = Job.State
@@ -43,20 +43,61 @@ class NodeLoad:
 
 
 @dataclass
-class FleetHealth:
-    nodes: list[NodeLoad]
+class FleetSummary:
+    """The whole fleet in numbers, for the overview and the nodes page alike."""
+
     states: dict[str, int]  # node state -> how many enabled nodes are in it
-    disabled: int
-    load: int  # on schedulable nodes
-    capacity: int  # of schedulable nodes
+    total: int = 0
+    disabled: int = 0
+    draining: int = 0  # enabled, but taking no new jobs
+    load: int = 0  # jobs on the nodes that take new jobs
+    capacity: int = 0  # of the nodes that take new jobs
+    queued: int = 0
 
     @property
-    def total(self) -> int:
-        return len(self.nodes)
+    def up(self) -> int:
+        return self.states.get(Node.State.UP, 0)
+
+    @property
+    def degraded(self) -> int:
+        return self.states.get(Node.State.DEGRADED, 0)
+
+    @property
+    def down(self) -> int:
+        """Down, or never seen."""
+        return self.states.get(Node.State.DOWN, 0) + self.states.get(Node.State.UNKNOWN, 0)
 
     @property
     def percent(self) -> int:
         return min(100, round(100 * self.load / self.capacity)) if self.capacity else 0
+
+
+def fleet_summary() -> FleetSummary:
+    """Three aggregate queries, whatever the size of the fleet. Load and capacity count the
+    nodes that take new jobs (enabled, not draining, up or degraded), as placement does."""
+    result = FleetSummary(states={state: 0 for state in Node.State.values})
+    for enabled, draining, state, count in (
+        Node.objects.order_by().values_list("enabled", "draining", "state").annotate(n=Count("id"))
+    ):
+        result.total += count
+        if not enabled:
+            result.disabled += count
+            continue
+        result.draining += count if draining else 0
+        result.states[state] = result.states.get(state, 0) + count
+    placeable = placeable_nodes()
+    result.capacity = placeable.aggregate(total=Sum("capacity"))["total"] or 0
+    result.load = Job.objects.filter(state__in=Job.ON_NODE, node__in=placeable).count()
+    result.queued = Job.objects.filter(state=Job.State.QUEUED).count()
+    return result
+
+
+@dataclass
+class FleetHealth:
+    """Every node with its load, worst first, and the fleet's numbers."""
+
+    nodes: list[NodeLoad]
+    summary: FleetSummary
 
 
 def fleet_health() -> FleetHealth:
@@ -64,18 +105,7 @@ def fleet_health() -> FleetHealth:
     loads = node_loads(nodes)
     rows = [NodeLoad(node, loads.get(node.pk, 0)) for node in nodes]
     rows.sort(key=lambda row: (NODE_ORDER.get(row.node.state, 9), not row.node.enabled))
-    states = {state: 0 for state in Node.State.values}
-    for node in nodes:
-        if node.enabled:
-            states[node.state] = states.get(node.state, 0) + 1
-    schedulable = [row for row in rows if row.node.schedulable]
-    return FleetHealth(
-        nodes=rows,
-        states=states,
-        disabled=sum(1 for node in nodes if not node.enabled),
-        load=sum(row.load for row in schedulable),
-        capacity=sum(row.capacity for row in schedulable),
-    )
+    return FleetHealth(nodes=rows, summary=fleet_summary())
 
 
 def job_figures(now: datetime | None = None) -> tuple[dict[str, int], dict[str, int]]:

@@ -45,6 +45,20 @@ def _next_fire(
     return upcoming[0] if upcoming else None
 
 
+def next_fire(task: Task, now: datetime | None = None) -> datetime | None:
+    """One task's next fire, in its timezone; None if disabled or its schedule cannot fire."""
+    if not task.enabled:
+        return None
+    now = now or timezone.now()
+    with _lock:
+        known = dict(_remembered)
+    at = _next_fire(task, now, known)
+    if at is not None:
+        with _lock:
+            _remembered[task.pk] = (task.cron, task.timezone, at)
+    return at
+
+
 def next_fires(limit: int = 5, now: datetime | None = None) -> list[Fire]:
     """The ``limit`` enabled tasks that fire soonest, soonest first."""
     now = now or timezone.now()

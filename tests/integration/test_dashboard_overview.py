@@ -127,13 +127,13 @@ def fleet(transactional_db) -> Fleet:
 
 def test_fleet_health_counts_nodes_and_their_load_from_the_database(fleet):
     health = fleetstats.fleet_health()
-    assert health.states == {"up": 1, "degraded": 1, "down": 1, "unknown": 0}
-    assert health.disabled == 1
+    assert health.summary.states == {"up": 1, "degraded": 1, "down": 1, "unknown": 0}
+    assert health.summary.disabled == 1
     loads = {row.node.name: (row.load, row.capacity) for row in health.nodes}
     assert loads == {"alpha": (4, 4), "beta": (2, 2), "gamma": (1, 8), "delta": (0, 3)}
     # Down first, then degraded, then up; disabled last among equals.
     assert [row.node.name for row in health.nodes] == ["gamma", "beta", "alpha", "delta"]
-    assert (health.load, health.capacity) == (6, 6)  # schedulable: alpha and beta
+    assert (health.summary.load, health.summary.capacity) == (6, 6)  # schedulable: alpha and beta
 
 
 def test_jobs_now_and_the_last_24_hours(fleet):

@@ -20,6 +20,7 @@ from controlplane.accounts.roles import Role
 from controlplane.dashboard import node_stats, paging
 from controlplane.dashboard.access import requires
 from controlplane.dashboard.node_form import NodeForm
+from controlplane.jobs import fleetstats
 from controlplane.nodes import services
 from controlplane.nodes.models import Node
 from controlplane.refusals import Refused
@@ -83,7 +84,7 @@ def node_list(request: HttpRequest) -> HttpResponse:
     found = found[:PAGE_SIZE]
     context: dict[str, Any] = {
         "rows": node_stats.fleet_rows(found),
-        "summary": node_stats.summary(),
+        "summary": fleetstats.fleet_summary(),
         "page": paging.Page(found, found[-1].name if more else None, first=not cursor),
         "states": STATE_FILTERS,
         "filters": {key: request.GET.get(key, "") for key in ("state", "tag", "q")},
