@@ -37,7 +37,7 @@ def decode(cursor: str) -> tuple[datetime, int] | None:
     return at, int(pk_text)
 
 
-def _after(queryset: QuerySet, field: str, after: tuple[datetime, int] | None) -> QuerySet:
+def after_cursor(queryset: QuerySet, field: str, after: tuple[datetime, int] | None) -> QuerySet:
     """``queryset`` from just past ``after`` on, newest first."""
     if after is not None:
         at, pk = after
@@ -59,7 +59,7 @@ def _cut(rows: list[Any], field: str, size: int, *, first: bool) -> Page:
 def page(queryset: QuerySet, field: str, cursor: str | None, size: int = DEFAULT_PAGE_SIZE) -> Page:
     """The page after ``cursor`` (the first page without one, or with a malformed one)."""
     after = decode(cursor) if cursor else None
-    rows = list(_after(queryset, field, after)[: size + 1])
+    rows = list(after_cursor(queryset, field, after)[: size + 1])
     return _cut(rows, field, size, first=after is None)
 
 
@@ -72,6 +72,6 @@ def merged_page(
     ``size + 1`` rows, merged here; one ``IN`` query would have to sort every match first.
     """
     after = decode(cursor) if cursor else None
-    rows = [row for qs in querysets for row in _after(qs, field, after)[: size + 1]]
+    rows = [row for qs in querysets for row in after_cursor(qs, field, after)[: size + 1]]
     rows.sort(key=lambda row: (getattr(row, field), row.pk), reverse=True)
     return _cut(rows, field, size, first=after is None)

@@ -71,6 +71,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Pages may load nothing from outside the control plane, enforced by the browser.
+    "controlplane.csp.ContentSecurityPolicyMiddleware",
     # Requests that arrived on a Scrapyd port get the Scrapyd API at the root.
     "controlplane.scrapydapi.port.ScrapydPortMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from controlplane import keyset
 from controlplane.dashboard import paging
 from controlplane.jobs.completion import progress
 from controlplane.jobs.listing import RunFilters, run_querysets
@@ -119,7 +120,7 @@ def test_run_pages_read_an_index_in_order_never_sort(world, filters):
         pytest.skip("reads SQLite's query plans")
     cursor = paging.decode(paging.encode(timezone.now(), 10**6))
     for queryset in run_querysets(filters):
-        plan = paging._after(queryset, "scheduled_for", cursor)[:51].explain()
+        plan = keyset.after_cursor(queryset, "scheduled_for", cursor)[:51].explain()
         # Sorting only rows that tie on the time ("RIGHT PART OF ORDER BY") streams; sorting
         # every match before the first row comes out is what a deep page cannot afford.
         assert "TEMP B-TREE FOR ORDER BY" not in plan, plan

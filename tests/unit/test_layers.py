@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "controlplane.settings",
             "controlplane.staticfiles",
             "controlplane.refusals",
+            "controlplane.csp",
             "controlplane.validators",
             "controlplane.django_setup",
         ),
