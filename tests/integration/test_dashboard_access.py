@@ -79,3 +79,12 @@ def test_logout_is_a_post(client, dashboard_users):
     assert client.get(reverse("dashboard:logout")).status_code == 405
     assert client.post(reverse("dashboard:logout")).status_code == 302
     assert client.get(reverse("dashboard:overview")).status_code == 302
+
+
+def test_pages_tell_the_browser_to_load_nothing_from_elsewhere(client, dashboard_users):
+    logged_in_client(client, dashboard_users["viewer"])
+    for url in (reverse("dashboard:overview"), reverse("dashboard:login"), "/admin/login/"):
+        policy = client.get(url)["Content-Security-Policy"]
+        assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+    assert "Content-Security-Policy" not in client.get("/api/v1/openapi.json")
