@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from controlplane.deploys.models import Project
 from controlplane.jobs.models import Job
-from controlplane.lib.scrapyd import ScrapydError, fetch_file
+from controlplane.lib.scrapyd import ScrapydError
 from controlplane.scrapydapi import listing
 from controlplane.scrapydapi.auth import Unauthorized, actor_from_basic_auth, unauthorized
 from controlplane.scrapydapi.views import prefix_of
@@ -142,6 +142,24 @@ def home_page(request: HttpRequest) -> HttpResponse:
     return HttpResponse(html, content_type="text/html; charset=utf-8")
 
 
+def requested_range(header: str, limit: int) -> tuple[int | None, int, bool]:
+    """``(start, max_bytes, partial)`` for a ``Range`` header: the first range of ``bytes=a-b``,
+    ``bytes=a-`` or ``bytes=-n``; without one (or an unusable one) the last ``limit`` bytes."""
+    unit, _, ranges = header.strip().partition("=")
+    first, dash, end = ranges.split(",")[0].strip().partition("-")
+    if (
+        unit.strip() != "bytes"
+        or not dash
+        or not (first.isdigit() or (not first and end.isdigit()))
+    ):
+        return None, limit, False
+    if not first:
+        return None, max(1, int(end)), True
+    if end.isdigit() and int(end) >= int(first):
+        return int(first), int(end) - int(first) + 1, True
+    return int(first), limit, True
+
+
 def log_file(request: HttpRequest, project: str, spider: str, job: str) -> HttpResponse:
     """The job's log from its node, with ``Range`` support; never a path of the client's own."""
     if (denied := _authorized(request)) is not None:
@@ -149,23 +167,22 @@ def log_file(request: HttpRequest, project: str, spider: str, job: str) -> HttpR
     found = listing.find_chain(job, project)
     if found is None or found.spider != spider or found.node is None:
         return HttpResponse("No such log.\n", status=404, content_type="text/plain")
+    limit = settings.CRAWLFLEET_SCRAPYD_LOG_LIMIT
+    start, max_bytes, partial = requested_range(request.headers.get("Range", ""), limit)
     try:
-        part = fetch_file(
-            found.node.client(),
-            found.log_path,
-            request.headers.get("Range", ""),
-            limit=settings.CRAWLFLEET_SCRAPYD_LOG_LIMIT,
-        )
+        part = found.node.client().read_range(found.log_path, start, max_bytes)
     except ScrapydError as exc:
         message = f"The log is on node {found.node.name}, which cannot be reached now: {exc}\n"
         return HttpResponse(message, status=502, content_type="text/plain; charset=utf-8")
-    if part.status == 404:
+    if part is None:
         # Scrapyd keeps only the newest logs of each spider (jobs_to_keep).
         return HttpResponse(
             "The node no longer has this log.\n", status=404, content_type="text/plain"
         )
-    response = HttpResponse(part.body, status=part.status, content_type="text/plain; charset=utf-8")
+    whole = part.start == 0 and part.end == part.size
+    status = 206 if partial or not whole else 200
+    response = HttpResponse(part.data, status=status, content_type="text/plain; charset=utf-8")
     response["Accept-Ranges"] = "bytes"
-    if part.content_range:
-        response["Content-Range"] = part.content_range
+    if status == 206 and part.data:
+        response["Content-Range"] = f"bytes {part.start}-{part.end - 1}/{part.size}"
     return response

@@ -1,7 +1,7 @@
 """The Kafka item pipeline against a real broker and the demo bookshop, through `scrapy crawl`.
 
 The spiders at the bottom exist for the per-spider topic tests: the crawl subprocess loads them
-with ``-s SPIDER_MODULES=tests.test_kafka_pipeline``.
+with ``-s SPIDER_MODULES=tests.integration.test_kafka_pipeline``.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_a_spider_chooses_its_own_topic(
 ) -> None:
     settings = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-        "SPIDER_MODULES": "tests.test_kafka_pipeline",
+        "SPIDER_MODULES": "tests.integration.test_kafka_pipeline",
     }
     if spider == AttributeTopicBooksSpider.name:
         # The attribute beats even a command-line KAFKA_TOPIC; custom_settings cannot, by design.
