@@ -7,6 +7,7 @@ tests drive a real ``crawlfleet web`` and ``crawlfleet poller`` against real Scr
 from __future__ import annotations
 
 import re
+import socket
 from datetime import timedelta
 
 import pytest
@@ -394,9 +395,15 @@ def test_the_fleet_goes_live_drains_and_a_stopped_node_goes_down_without_a_reloa
     screenshot(page, "nodes-edit")
     page.goto(f"{cp_web}/nodes/new/")
     page.fill("#id_name", "ghost")
-    page.fill("#id_url", f"http://127.0.0.1:{free_port()}")
+    # Bound but not listening: refused, and no other process can take the port meanwhile.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    page.fill("#id_url", f"http://127.0.0.1:{closed.getsockname()[1]}")
     page.get_by_role("button", name="Add node").click()
-    assert "no answer from a Scrapyd node" in page.locator("#url-error").inner_text()
+    error = page.locator("#url-error")
+    error.wait_for(timeout=30_000)
+    closed.close()
+    assert "no answer from a Scrapyd node" in error.inner_text()
     assert not Node.objects.filter(name="ghost").exists()
     screenshot(page, "nodes-add-refused")
 
