@@ -162,9 +162,22 @@ class RequestBodyMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method in WRITE_METHODS and request.path_info.startswith(API_PREFIX):
+        in_api = request.path_info.startswith(API_PREFIX)
+        if request.method in WRITE_METHODS and in_api:
             try:
                 check_body(request)
             except BodyRefused as refused:
                 return envelope(refused.status, refused.message)
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            in_api
+            and response.status_code == 405
+            and "json" not in response.get("Content-Type", "")
+        ):
+            # The router answers a wrong method in plain text; API clients read the envelope.
+            allowed = response.get("Allow", "")
+            refused = envelope(405, f"{request.method} is not allowed here; use {allowed}".strip())
+            if allowed:
+                refused["Allow"] = allowed
+            return refused
+        return response

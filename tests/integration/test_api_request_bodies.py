@@ -235,3 +235,10 @@ def test_multipart_without_boundary_over_the_wire(cp_web):
     assert chunked.json()["error"]["code"] == "length_required"
 
     assert not Project.objects.exists()
+
+
+def test_a_wrong_method_answers_the_envelope(client, db):
+    response = client.delete("/api/v1/jobs")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert "DELETE is not allowed" in response.json()["error"]["message"]
