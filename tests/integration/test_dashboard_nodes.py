@@ -334,6 +334,7 @@ def test_health_samples_are_one_a_minute_plus_every_change_and_pruned(db, monkey
     assert not health.claim_sample(node, Node.State.DEGRADED, timezone.now())
     # A minute later the next check is sampled again.
     Node.objects.filter(pk=node.pk).update(health_sampled_at=timezone.now() - timedelta(seconds=61))
+    node.refresh_from_db()  # the next poll cycle reads its nodes afresh
     check(False)
     assert HealthSample.objects.count() == 3
     # Samples older than a week go when the next one is written.
