@@ -31,6 +31,8 @@ class Job(models.Model):
         PENDING = "pending", "pending on node"
         RUNNING = "running", "running"
         SUCCEEDED = "succeeded", "succeeded"
+        # Ended as intended but broke a monitor rule set to "degraded": look, do not retry.
+        DEGRADED = "degraded", "degraded"
         FAILED = "failed", "failed"
         LOST = "lost", "lost"
         CANCELLED = "cancelled", "cancelled"
@@ -38,7 +40,16 @@ class Job(models.Model):
 
     ACTIVE = (State.QUEUED, State.DISPATCHING, State.PENDING, State.RUNNING)
     ON_NODE = (State.DISPATCHING, State.PENDING, State.RUNNING)
-    FINAL = (State.SUCCEEDED, State.FAILED, State.LOST, State.CANCELLED, State.TIMED_OUT)
+    FINAL = (
+        State.SUCCEEDED,
+        State.DEGRADED,
+        State.FAILED,
+        State.LOST,
+        State.CANCELLED,
+        State.TIMED_OUT,
+    )
+    # Ended jobs whose crawl did its work (a degraded one with a caveat).
+    SUCCESSFUL = (State.SUCCEEDED, State.DEGRADED)
     RETRYABLE = (State.FAILED, State.LOST, State.TIMED_OUT)
 
     run = models.ForeignKey("scheduling.TaskRun", on_delete=models.CASCADE, related_name="jobs")
@@ -80,6 +91,10 @@ class Job(models.Model):
 
     state = models.CharField(max_length=11, choices=State.choices, default=State.QUEUED)
     reason = models.TextField(blank=True)
+    # Why it ended, as a short code (``controlplane.jobs.outcome.Cause``): metrics and filters.
+    cause = models.CharField(max_length=40, blank=True)
+    # The monitors' verdict: rules broken (with their figures) and rules that could not be judged.
+    monitor_report = models.JSONField(default=dict, blank=True)
     exit_status = models.IntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=100, blank=True)
     stats = models.JSONField(default=dict, blank=True)

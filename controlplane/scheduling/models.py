@@ -123,6 +123,7 @@ class TaskRun(models.Model):
     class State(models.TextChoices):
         ACTIVE = "active", "active"
         SUCCEEDED = "succeeded", "succeeded"
+        DEGRADED = "degraded", "degraded (succeeded, but broke a monitor)"
         FAILED = "failed", "failed"
         CANCELLED = "cancelled", "cancelled"
         MISSED = "missed", "missed"
