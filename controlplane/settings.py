@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "controlplane.nodes",
     "controlplane.deploys",
     "controlplane.scheduling",
+    "controlplane.monitors",
     "controlplane.jobs",
     "controlplane.loops",
     "controlplane.api",

@@ -7,7 +7,16 @@ Authentication and roles are in ``controlplane.api.auth``, the error envelope in
 from ninja import NinjaAPI, Swagger
 
 from controlplane.api import errors
-from controlplane.api.routers import audit, jobs, nodes, projects, report, tasks, tokens
+from controlplane.api.routers import (
+    audit,
+    jobs,
+    monitors,
+    nodes,
+    projects,
+    report,
+    tasks,
+    tokens,
+)
 
 api = NinjaAPI(
     title="crawlfleet",
@@ -28,6 +37,7 @@ api.add_router("/projects", projects.router)
 api.add_router("/tasks", tasks.router)
 api.add_router("/cron", tasks.cron_router)
 api.add_router("/jobs", jobs.router)
+api.add_router("/monitors", monitors.router)
 api.add_router("/tokens", tokens.router)
 api.add_router("/audit", audit.router)
 api.add_router("/report", report.router)

@@ -272,6 +272,7 @@ class JobOut(Schema):
     scrapyd_job_id: str
     state: str
     reason: str
+    cause: str
     exit_status: int | None
     finish_reason: str
     items: int
@@ -294,6 +295,7 @@ class JobDetailOut(JobOut):
     retry_of: int | None
     retried_by: int | None
     reported_final: bool
+    monitor_report: dict[str, Any]
 
 
 class JobListOut(Schema):

@@ -28,6 +28,7 @@ State = TaskRun.State
 # Stacked bars of the runs-per-day chart, bottom first, with the badge palette's tones.
 CHART_OUTCOMES = [
     (State.SUCCEEDED, "#1a7f37"),
+    (State.DEGRADED, "#d4a72c"),
     (State.FAILED, "#cf222e"),
     (State.MISSED, "#bf8700"),
     (State.CANCELLED, "#818b98"),
@@ -63,6 +64,8 @@ class Rate:
     """Outcomes of the runs scheduled in the last ``SUCCESS_DAYS`` days."""
 
     succeeded: int = 0
+    # Succeeded with a monitor's caveat: counts as a success, shown apart.
+    degraded: int = 0
     failed: int = 0
     cancelled: int = 0
     missed: int = 0
@@ -71,12 +74,12 @@ class Rate:
 
     @property
     def ended(self) -> int:
-        """Runs that count: they ran to an outcome (succeeded or failed)."""
-        return self.succeeded + self.failed
+        """Runs that count: they ran to an outcome (succeeded, degraded or failed)."""
+        return self.succeeded + self.degraded + self.failed
 
     @property
     def percent(self) -> int | None:
-        return round(100 * self.succeeded / self.ended) if self.ended else None
+        return round(100 * (self.succeeded + self.degraded) / self.ended) if self.ended else None
 
     @property
     def not_counted(self) -> str:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
+from controlplane import events
 from controlplane.jobs.models import Job
 from controlplane.jobs.retry import will_retry
 from controlplane.scheduling.models import TaskRun
@@ -61,20 +63,30 @@ def evaluate(run: TaskRun, jobs: list[Job] | None = None) -> tuple[str, str] | N
     if cancelled:
         return TaskRun.State.CANCELLED, f"{len(cancelled)} of {len(latest)} shard(s) cancelled"
     attempts = sum(j.attempt for j in latest.values())
+    degraded = [j for j in latest.values() if j.state == Job.State.DEGRADED]
+    if degraded:
+        parts = [
+            f"shard {j.shard}: {j.reason}"[:300] for j in sorted(degraded, key=lambda j: j.shard)
+        ]
+        return TaskRun.State.DEGRADED, "; ".join(parts)
     return TaskRun.State.SUCCEEDED, f"{len(latest)} shard(s) succeeded in {attempts} attempt(s)"
 
 
 def close_run(run: TaskRun, state: str, reason: str) -> bool:
-    """Close an active run; True if this call did it (and cleaned up after it)."""
-    won = (
-        TaskRun.objects.filter(pk=run.pk, state=TaskRun.State.ACTIVE).update(
-            state=state, reason=reason[:4000], finished_at=timezone.now()
+    """Close an active run; True if this call did it (and cleaned up after it). The close and
+    its event (a failed or degraded run) are committed together."""
+    with transaction.atomic():
+        won = (
+            TaskRun.objects.filter(pk=run.pk, state=TaskRun.State.ACTIVE).update(
+                state=state, reason=reason[:4000], finished_at=timezone.now()
+            )
+            == 1
         )
-        == 1
-    )
+        if won:
+            run.state, run.reason = state, reason
+            raise_run_event(run)
     if not won:
         return False
-    run.state, run.reason = state, reason
     logger.info("run %s %s: %s", run.pk, state, reason)
     if run.crawl_id:
         try:
@@ -82,6 +94,28 @@ def close_run(run: TaskRun, state: str, reason: str) -> bool:
         except Exception:
             logger.exception("could not delete the Redis keys of crawl %s", run.crawl_id)
     return True
+
+
+def raise_run_event(run: TaskRun) -> None:
+    kind = {
+        TaskRun.State.FAILED: events.RETRIES_EXHAUSTED,
+        TaskRun.State.DEGRADED: events.RUN_DEGRADED,
+    }.get(run.state)
+    if kind is None:
+        return
+    name = str(run.task) if run.task_id else "a run outside any task"
+    words = "failed with no retry left" if kind == events.RETRIES_EXHAUSTED else "is degraded"
+    project_id = run.task.project_id if run.task_id else None
+    if project_id is None:
+        project_id = run.jobs.values_list("project_id", flat=True).first()
+    events.raise_event(
+        kind,
+        f"{name} (run {run.pk}) {words}: {run.reason}",
+        detail={"state": run.state, "trigger": run.trigger},
+        project_id=project_id,
+        task_id=run.task_id,
+        run_id=run.pk,
+    )
 
 
 def sweep(limit: int = 500) -> int:
@@ -133,7 +167,7 @@ def progress(run: TaskRun) -> Progress:
         attempts = [j for j in jobs if j.shard == shard] if run.crawl_id else [job]
         if job.state in Job.ACTIVE:
             result.shards_active += 1
-        elif job.state == Job.State.SUCCEEDED:
+        elif job.state in Job.SUCCESSFUL:
             result.shards_done += 1
         result.per_shard.append(
             {

@@ -22,7 +22,14 @@ from controlplane.nodes.models import Node
 
 State = Job.State
 FAILED = (State.FAILED, State.LOST, State.TIMED_OUT)
-OUTCOMES = (State.SUCCEEDED, State.FAILED, State.LOST, State.TIMED_OUT, State.CANCELLED)
+OUTCOMES = (
+    State.SUCCEEDED,
+    State.DEGRADED,
+    State.FAILED,
+    State.LOST,
+    State.TIMED_OUT,
+    State.CANCELLED,
+)
 # Worst first, so a node that needs attention heads the list.
 NODE_ORDER = {Node.State.DOWN: 0, Node.State.DEGRADED: 1, Node.State.UNKNOWN: 2, Node.State.UP: 3}
 SPANS = {"24h": ("hour", 24), "7d": ("day", 7)}

@@ -68,7 +68,11 @@ def _kill(job: Job) -> str:
 
 def _cancel(job: Job, reason: str) -> str:
     if job.state == Job.State.QUEUED and job.transition(
-        [Job.State.QUEUED], Job.State.CANCELLED, cancel_requested=True, reason=reason
+        [Job.State.QUEUED],
+        Job.State.CANCELLED,
+        cancel_requested=True,
+        reason=reason,
+        cause="cancelled",
     ):
         return "cancelled before it was dispatched"
     won = (
@@ -91,7 +95,7 @@ def _cancel(job: Job, reason: str) -> str:
         logger.warning("cancel of job %s on %s not delivered: %s", job.pk, node.name, exc)
         return f"cancel requested; {node.name} did not answer, the poller will stop it"
     if prevstate == "pending" and job.transition(
-        [Job.State.DISPATCHING, Job.State.PENDING], Job.State.CANCELLED
+        [Job.State.DISPATCHING, Job.State.PENDING], Job.State.CANCELLED, cause="cancelled"
     ):
         return f"removed from {node.name}'s queue"
     if prevstate == "running":

@@ -29,6 +29,7 @@ OK_FINISH_REASONS = frozenset(
 CANCEL_OPERATOR = "cancel requested by an operator"
 CANCEL_TIMEOUT = "ran longer than max_runtime"
 CANCEL_HUNG = "no heartbeat"
+CANCEL_STALLED = "stalled"
 OUTCOME_STAT = "crawlfleet/outcome"
 FAILURE_REASON_STAT = "crawlfleet/failure_reason"
 
@@ -96,6 +97,18 @@ class Outcome:
     reason: str
     exit_status: int | None
     stats: dict[str, Any]
+    cause: str = ""  # a short code for metrics and filters (Job.cause)
+
+
+def cancel_cause(cancel_reason: str) -> tuple[str, str]:
+    """(state, cause) of a job the control plane asked to stop, from the reason it recorded."""
+    if cancel_reason.startswith(CANCEL_TIMEOUT):
+        return "timed_out", "timed_out"
+    if cancel_reason.startswith(CANCEL_HUNG):
+        return "failed", "hung"
+    if cancel_reason.startswith(CANCEL_STALLED):
+        return "failed", "stalled"
+    return "cancelled", "cancelled"
 
 
 def classify(
@@ -114,8 +127,8 @@ def classify(
     finish_reason = evidence.finish_reason
     exit_status = evidence.exit_status
 
-    def outcome(state: str, reason: str) -> Outcome:
-        return Outcome(state, reason, exit_status, stats)
+    def outcome(state: str, reason: str, cause: str) -> Outcome:
+        return Outcome(state, reason, exit_status, stats, cause)
 
     ended_normally = (
         evidence.signal is None
@@ -126,38 +139,42 @@ def classify(
     )
     if cancel_reason and not ended_normally:
         how = _how_it_ended(evidence, finish_reason)
-        if cancel_reason.startswith(CANCEL_TIMEOUT):
-            return outcome("timed_out", f"{cancel_reason}; stopped ({how})")
-        if cancel_reason.startswith(CANCEL_HUNG):
-            return outcome("failed", f"{cancel_reason}; stopped ({how})")
-        return outcome("cancelled", f"{cancel_reason}; stopped ({how})")
+        return outcome(*_swap(cancel_cause(cancel_reason), f"{cancel_reason}; stopped ({how})"))
 
     if evidence.signal is not None:
         name = evidence.signal_name or f"signal {evidence.signal}"
-        return outcome("failed", f"killed by {name}" + _partial(stats))
+        return outcome("failed", f"killed by {name}" + _partial(stats), "killed")
     if evidence.exit_code:
         detail = f": {evidence.log.last_exception}" if evidence.log.last_exception else ""
-        return outcome("failed", f"exited with status {evidence.exit_code}{detail}")
+        return outcome("failed", f"exited with status {evidence.exit_code}{detail}", "exit_status")
     if not stats:
         detail = (
             f" (last error: {evidence.log.last_exception})" if evidence.log.last_exception else ""
         )
         if evidence.log.stats_truncated:
             detail += " (the stats dump in the log could not be read)"
-        return outcome("failed", f"process died without stats{detail}")
+        return outcome("failed", f"process died without stats{detail}", "no_stats")
     if stats.get(OUTCOME_STAT) == "failed":
         why = stats.get(FAILURE_REASON_STAT) or "no reason given"
-        return outcome("failed", f"the crawl reported itself failed: {why}")
+        return outcome("failed", f"the crawl reported itself failed: {why}", "reported_failed")
     if finish_reason not in OK_FINISH_REASONS:
         if finish_reason == "shutdown":
-            return outcome("failed", "shut down by a signal the control plane did not send")
-        return outcome("failed", f"finish reason {finish_reason or 'missing'!r}")
+            return outcome(
+                "failed", "shut down by a signal the control plane did not send", "finish_reason"
+            )
+        return outcome("failed", f"finish reason {finish_reason or 'missing'!r}", "finish_reason")
     errors = int(stats.get("log_count/ERROR", 0) or 0)
     if errors > error_threshold:
         return outcome(
-            "failed", f"{errors} ERROR log line(s), more than the threshold of {error_threshold}"
+            "failed",
+            f"{errors} ERROR log line(s), more than the threshold of {error_threshold}",
+            "error_threshold",
         )
-    return outcome("succeeded", f"finish reason {finish_reason!r}, {errors} error(s)")
+    return outcome("succeeded", f"finish reason {finish_reason!r}, {errors} error(s)", "finished")
+
+
+def _swap(state_cause: tuple[str, str], reason: str) -> tuple[str, str, str]:
+    return state_cause[0], reason, state_cause[1]
 
 
 def _how_it_ended(evidence: Evidence, finish_reason: str | None) -> str:

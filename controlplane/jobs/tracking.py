@@ -20,11 +20,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.deploys.sync import sync_node
-from controlplane.jobs import outcome, retry
+from controlplane.jobs import outcome, retry, stalls, verdicts
+from controlplane.jobs.jobevents import raise_breaches, raise_job_events
 from controlplane.jobs.models import Job
 from controlplane.jobs.nodeview import Listing, NodeSession, parse_node_time
 from controlplane.lib.scrapyd import ScrapydError
@@ -132,15 +134,36 @@ class Tracker:
             self.request_stop(
                 job, session, f"{outcome.CANCEL_HUNG} for {age} s (limit {timeout:g} s)"
             )
-
-    def request_stop(self, job: Job, session: NodeSession, reason: str) -> None:
-        """Mark the job as being stopped by us; only the poller that marks it sends the cancel."""
-        won = (
-            Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, cancel_requested=False).update(
-                cancel_requested=True, reason=reason[:2000], updated_at=timezone.now()
+            return
+        stall = stalls.find_stall(job, now)
+        if stall is not None:
+            self.request_stop(
+                job,
+                session,
+                f"{outcome.CANCEL_STALLED}: {stall.message}",
+                monitor_report=stall.report(job),
             )
-            == 1
-        )
+
+    def request_stop(
+        self, job: Job, session: NodeSession, reason: str, monitor_report: dict | None = None
+    ) -> None:
+        """Mark the job as being stopped by us; only the poller that marks it sends the cancel.
+
+        A stop asked for by a monitor (a stall) records its breach and raises it as an event in
+        the same transaction."""
+        fields: dict[str, Any] = {"cancel_requested": True, "reason": reason[:2000]}
+        if monitor_report is not None:
+            fields["monitor_report"] = monitor_report
+        with transaction.atomic():
+            won = (
+                Job.objects.filter(
+                    pk=job.pk, state=Job.State.RUNNING, cancel_requested=False
+                ).update(updated_at=timezone.now(), **fields)
+                == 1
+            )
+            if won and monitor_report is not None:
+                job.monitor_report = monitor_report
+                raise_breaches(job)
         if won:
             job.cancel_requested, job.reason = True, reason
             logger.warning("stopping job %s on %s: %s", job.pk, session.node.name, reason)
@@ -152,10 +175,11 @@ class Tracker:
             self._stopping.setdefault(job.scrapyd_job_id, (time.monotonic(), signal == "KILL"))
         if prevstate == "pending" and job.cancel_requested:
             # Taken out of the node's queue: it never ran.
-            job.transition(
-                [Job.State.DISPATCHING, Job.State.PENDING],
-                self._cancel_state(job),
-                reason=f"{job.reason}; removed from {session.node.name}'s queue",
+            self.end(
+                job,
+                *self._cancel_state(job),
+                f"{job.reason}; removed from {session.node.name}'s queue",
+                from_states=[Job.State.DISPATCHING, Job.State.PENDING],
             )
         return prevstate
 
@@ -174,12 +198,9 @@ class Tracker:
             session.client.cancel(job.project.name, key, signal="KILL")
 
     @staticmethod
-    def _cancel_state(job: Job) -> str:
-        if job.reason.startswith(outcome.CANCEL_TIMEOUT):
-            return Job.State.TIMED_OUT
-        if job.reason.startswith(outcome.CANCEL_HUNG):
-            return Job.State.FAILED
-        return Job.State.CANCELLED
+    def _cancel_state(job: Job) -> tuple[str, str]:
+        """(state, cause) for a job we asked to stop that ended without a verdict of its own."""
+        return verdicts.stopped_state(job)
 
     def gone(self, job: Job, session: NodeSession, now: datetime) -> None:
         """The node answers but does not list the job."""
@@ -198,7 +219,7 @@ class Tracker:
             return
         if job.cancel_requested:
             # We asked it to stop; whatever became of it, it is not retried as lost.
-            self.end(job, self._cancel_state(job), f"{job.reason}; gone from {session.node.name}")
+            self.end(job, *self._cancel_state(job), f"{job.reason}; gone from {session.node.name}")
             return
         detail = f"{session.node.name} no longer knows it (its Scrapyd restarted?)"
         if record and record.get("pid_alive"):
@@ -208,7 +229,7 @@ class Tracker:
     def never_arrived(self, job: Job, session: NodeSession, now: datetime) -> None:
         """A dispatching job the node does not know: cancelled, or queued again after the grace."""
         if job.cancel_requested:
-            self.end(job, self._cancel_state(job), f"{job.reason}; before it reached a node")
+            self.end(job, *self._cancel_state(job), f"{job.reason}; before it reached a node")
             return
         grace = timedelta(seconds=settings.CRAWLFLEET_DISPATCH_GRACE)
         if job.dispatched_at is None or now - job.dispatched_at <= grace:
@@ -225,57 +246,33 @@ class Tracker:
             logger.warning("job %s never reached %s: queued again", job.pk, session.node.name)
 
     def finalize(self, job: Job, session: NodeSession, entry: dict[str, Any]) -> None:
-        """Classify a job the node says has ended, and record the verdict."""
+        """Classify a job the node says has ended (:mod:`controlplane.jobs.verdicts`), record it."""
         job.refresh_from_db()
         if job.state not in Job.ON_NODE:
             return
-        policy = retry.policy_for(job)
-        evidence = self.gather(job, session)
-        verdict = outcome.classify(
-            evidence,
-            error_threshold=policy.error_threshold,
-            cancel_reason=job.reason if job.cancel_requested else None,
-        )
-        fields: dict[str, Any] = {"exit_status": verdict.exit_status}
-        if verdict.stats:
-            holder = Job(stats={})
-            holder.apply_stats(verdict.stats)
-            fields.update(
-                stats=holder.stats,
-                items=holder.items,
-                pages=holder.pages,
-                errors=holder.errors,
-                finish_reason=holder.finish_reason,
-            )
-        record = session.exit_record(job.scrapyd_job_id) or {}
-        started = parse_node_time(record.get("start_time")) or parse_node_time(
-            entry.get("start_time")
-        )
-        if job.started_at is None and started is not None:
-            fields["started_at"] = started
-        ended = parse_node_time(record.get("end_time")) or parse_node_time(entry.get("end_time"))
-        if ended is not None:
-            fields["finished_at"] = ended
-        if not job.log_url:
-            fields["log_url"] = job.log_url_on(job.node)
-        self.end(job, verdict.state, verdict.reason, **fields)
-
-    def gather(self, job: Job, session: NodeSession) -> outcome.Evidence:
-        evidence = outcome.Evidence(reported_stats=job.stats if job.reported_final else None)
-        record = session.exit_record(job.scrapyd_job_id)
-        if record and record.get("state") in ("exited", "killed"):
-            evidence.exit_known = True
-            evidence.exit_code = record.get("exit_code")
-            evidence.signal = record.get("signal")
-            evidence.signal_name = record.get("signal_name")
-        if not job.reported_final or evidence.exit_code or evidence.signal is not None:
-            evidence.log = outcome.parse_log(session.log_tail(job))
-        return evidence
+        verdict = verdicts.decide(job, session, entry)
+        cause = verdict.fields.pop("cause", "")
+        self.end(job, verdict.state, cause, verdict.reason, **verdict.fields)
 
     # --- ending jobs -----------------------------------------------------------------------
-    def end(self, job: Job, state: str, reason: str, **fields: Any) -> bool:
-        """Move an on-node job to a final state; the winner schedules the retry."""
-        if not job.transition(Job.ON_NODE, state, reason=reason[:2000], **fields):
+    def end(
+        self,
+        job: Job,
+        state: str,
+        cause: str,
+        reason: str,
+        from_states: list[str] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move an on-node job to a final state; the winner raises its events and schedules
+        the retry. The transition and its events are committed together."""
+        with transaction.atomic():
+            won = job.transition(
+                from_states or Job.ON_NODE, state, reason=reason[:2000], cause=cause, **fields
+            )
+            if won:
+                raise_job_events(job)
+        if not won:
             return False
         with self._lock:
             self._stopping.pop(job.scrapyd_job_id, None)
@@ -286,14 +283,14 @@ class Tracker:
         return True
 
     def lose(self, job: Job, reason: str) -> bool:
-        return self.end(job, Job.State.LOST, reason)
+        return self.end(job, Job.State.LOST, "lost", reason)
 
     def node_lost(self, node: Node) -> None:
         """Every job on a node that has been down past the grace period is lost."""
         reason = f"node {node.name} down since {node.state_since:%Y-%m-%d %H:%M:%S} UTC"
         for job in Job.objects.filter(node=node, state__in=Job.ON_NODE).select_related("run__task"):
             if job.cancel_requested:
-                self.end(job, self._cancel_state(job), f"{job.reason}; {reason}")
+                self.end(job, *self._cancel_state(job), f"{job.reason}; {reason}")
             else:
                 self.lose(job, reason)
 
@@ -361,7 +358,13 @@ def sweep_orphaned_rows() -> int:
     for job in Job.objects.filter(node__isnull=True, state__in=Job.ON_NODE).select_related(
         "run__task"
     ):
-        if job.transition(Job.ON_NODE, Job.State.LOST, reason="its node was removed"):
+        with transaction.atomic():
+            won = job.transition(
+                Job.ON_NODE, Job.State.LOST, reason="its node was removed", cause="lost"
+            )
+            if won:
+                raise_job_events(job)
+        if won:
             retry.maybe_retry(job)
             count += 1
     return count

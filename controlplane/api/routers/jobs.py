@@ -32,6 +32,7 @@ def job_out(job: Job, detail: bool = False) -> dict[str, Any]:
         "scrapyd_job_id": job.scrapyd_job_id,
         "state": job.state,
         "reason": job.reason,
+        "cause": job.cause,
         "exit_status": job.exit_status,
         "finish_reason": job.finish_reason,
         "items": job.items,
@@ -55,6 +56,7 @@ def job_out(job: Job, detail: bool = False) -> dict[str, Any]:
             retry_of=job.retry_of_id,
             retried_by=retried_by,
             reported_final=job.reported_final,
+            monitor_report=job.monitor_report,
         )
     return body
 

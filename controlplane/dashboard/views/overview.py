@@ -28,6 +28,7 @@ NEXT_FIRES = 8
 # Outcome colours: the stylesheet's ok/bad/warn/neutral tones, readable on light and dark.
 OUTCOME_COLOURS = {
     "succeeded": "#2da44e",
+    "degraded": "#d4a72c",
     "failed": "#cf222e",
     "lost": "#8250df",
     "timed_out": "#bf8700",
@@ -35,6 +36,7 @@ OUTCOME_COLOURS = {
 }
 OUTCOME_LABELS = {
     "succeeded": "succeeded",
+    "degraded": "degraded",
     "failed": "failed",
     "lost": "lost",
     "timed_out": "timed out",

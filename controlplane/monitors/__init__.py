@@ -1,0 +1,1 @@
+"""Monitors: rules every ended crawl is judged by on the control plane (docs/FAILURES.md)."""
