@@ -8,6 +8,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.api",
     "tests.fixtures.demosite",
     "tests.fixtures.redis",
     "tests.fixtures.kafka",

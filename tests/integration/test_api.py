@@ -16,85 +16,16 @@ import requests
 from django.test import Client
 
 from controlplane.accounts.models import ApiToken
-from controlplane.deploys.models import NodeDeployment, Project, Version
+from controlplane.deploys.models import NodeDeployment, Project
 from controlplane.jobs.models import Job
 from controlplane.lib.procutil import free_port
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task, TaskRun
+from tests.fixtures.api import Api, assert_error, token
 from tests.fixtures.common import VENV_BIN
 from tests.fixtures.jobs import create_adhoc_run
 
 SECRET_PASSWORD = "n0de-Pa55word-never-shown"
-
-
-class Api:
-    """The test client with a bearer token and JSON bodies."""
-
-    def __init__(self, secret: str | None) -> None:
-        self.client = Client()
-        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {secret}"} if secret else {}
-
-    def call(self, method: str, path: str, body: Any = None, **extra: Any):
-        kwargs: dict[str, Any] = {**self.headers, **extra}
-        if body is not None:
-            kwargs.update(data=json.dumps(body), content_type="application/json")
-        return getattr(self.client, method)(f"/api/v1{path}", **kwargs)
-
-    def get(self, path: str, **extra: Any):
-        return self.call("get", path, **extra)
-
-    def post(self, path: str, body: Any = None, **extra: Any):
-        return self.call("post", path, body if body is not None else {}, **extra)
-
-    def patch(self, path: str, body: Any):
-        return self.call("patch", path, body)
-
-    def put(self, path: str, body: Any):
-        return self.call("put", path, body)
-
-    def delete(self, path: str):
-        return self.call("delete", path)
-
-
-def token(role: str, name: str | None = None) -> str:
-    return ApiToken.create(name or f"t-{role}", role)[1]
-
-
-@pytest.fixture
-def admin(db) -> Api:
-    return Api(token("admin"))
-
-
-@pytest.fixture
-def operator(db) -> Api:
-    return Api(token("operator"))
-
-
-@pytest.fixture
-def viewer(db) -> Api:
-    return Api(token("viewer"))
-
-
-@pytest.fixture
-def project(db) -> Project:
-    """A project with one stored version (no nodes needed) that has the spider ``books``."""
-    project = Project.objects.create(name="crawler")
-    version = Version.objects.create(
-        project=project, version="100", egg=b"egg", sha256="0" * 64, size=3, spiders=["books"]
-    )
-    project.current_version = version
-    project.save()
-    return project
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert {"code", "message", "fields"} <= set(body["error"])
-    if code:
-        assert body["error"]["code"] == code
-    return body["error"]
 
 
 # --- auth, roles, envelope ------------------------------------------------------------------
