@@ -21,6 +21,7 @@ EXTENSIONS = {
     "scrapy.extensions.telnet.TelnetConsole": None,
     "scrapy.extensions.remote_control.RemoteControl": None,
     "crawler.extensions.report.OutcomeReporter": 500,
+    "crawler.extensions.coverage.FieldCoverage": 510,
 }
 ROBOTSTXT_OBEY = env("CRAWLFLEET_ROBOTSTXT_OBEY", True)
 
@@ -111,5 +112,9 @@ SHARED_DONE_MARKER_TTL = env("SHARED_DONE_MARKER_TTL", 0)
 CRAWLFLEET_REPORT_URL = env("CRAWLFLEET_REPORT_URL", "")
 CRAWLFLEET_JOB_TOKEN = env("CRAWLFLEET_JOB_TOKEN", "")
 CRAWLFLEET_HEARTBEAT_INTERVAL = env("CRAWLFLEET_HEARTBEAT_INTERVAL", 10.0)
+# Per item field, how many scraped items had it filled (crawlfleet/fields/<name> in the stats);
+# at most this many distinct names are tracked, the rest count in crawlfleet/fields_untracked.
+CRAWLFLEET_FIELD_COVERAGE_ENABLED = env("CRAWLFLEET_FIELD_COVERAGE_ENABLED", True)
+CRAWLFLEET_FIELD_COVERAGE_MAX_FIELDS = env("CRAWLFLEET_FIELD_COVERAGE_MAX_FIELDS", 100)
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

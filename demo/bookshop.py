@@ -3,55 +3,52 @@
 List pages paginate over detail pages; a few list entries point at pages that do not exist; and
 requests that arrive through a banned forward proxy (recognised by its ``Via`` header) get 429.
 Everything is generated deterministically from the book number, so tests can predict the items.
+
+Knobs that make a crawl break the control plane's monitors (``SiteConfig``, CLI flags):
+
+- ``forbidden_share`` (``--forbidden-share``): book ``n``'s detail page answers 403 when
+  ``(n * 37) % 100 < forbidden_share * 100``; 37 is prime to 100, so every run of 100 consecutive
+  book numbers holds exactly ``ceil(forbidden_share * 100)`` forbidden pages
+  (``SiteConfig.forbidden_books()`` lists them).
+- ``blank_fields`` (``--blank-field``, repeatable): detail pages render these of ``title``,
+  ``price``, ``rating``, ``stock``, ``upc`` empty. ``rating`` and ``stock`` are optional in
+  ``BookItem``, so their items arrive with the field ``None``; a blank required field (``title``,
+  ``price``, ``upc``) makes the validation pipeline drop every item (``crawlfleet/items_invalid``).
+- ``stall_after`` (``--stall-after``, 0 = never): once this many detail pages have been answered
+  200, every further request hangs for ``stall_seconds`` (``--stall-seconds``) and then gets 503,
+  so a crawl stops growing but stays alive. ``DemoServer.reset_counters()`` starts counting anew
+  and releases hanging requests; shutting the server down releases them too.
+
+A running server reads ``server.config`` per request, so a test may swap it:
+``server.config = dataclasses.replace(server.config, forbidden_share=0.2)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import json
+import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-PER_PAGE = 20
-BROKEN_EVERY_PAGE = 4  # every 4th list page links one book that does not exist
-ADJECTIVES = ["Silent", "Crimson", "Hidden", "Last", "Golden", "Broken", "Northern", "Quiet"]
-NOUNS = ["Harbour", "Orchard", "Archive", "Lantern", "Meridian", "Garden", "Compass", "Tide"]
+from demo.catalogue import (
+    BLANKABLE_FIELDS,
+    BROKEN_EVERY_PAGE,
+    FORBIDDEN_STRIDE,
+    PER_PAGE,
+    Book,
+    detail_html,
+    page_html,
+)
 
-
-@dataclass(frozen=True)
-class Book:
-    number: int
-
-    @property
-    def upc(self) -> str:
-        return hashlib.sha1(f"book-{self.number}".encode()).hexdigest()[:16]
-
-    @property
-    def title(self) -> str:
-        n = self.number
-        return f"The {ADJECTIVES[n % 8]} {NOUNS[(n // 8) % 8]} {n}"
-
-    @property
-    def price(self) -> str:
-        return f"{5 + (self.number * 37) % 60}.{(self.number * 13) % 100:02d}"
-
-    @property
-    def rating(self) -> int:
-        return 1 + self.number % 5
-
-    @property
-    def stock(self) -> int:
-        return (self.number * 7) % 23
-
-    @property
-    def path(self) -> str:
-        return f"/catalogue/book-{self.number}.html"
+__all__ = ["BLANKABLE_FIELDS", "Book", "DemoServer", "SiteConfig", "start_in_thread"]
 
 
 @dataclass
@@ -59,6 +56,31 @@ class SiteConfig:
     books: int = 200
     banned_via: set[str] = field(default_factory=set)
     delay: float = 0.0
+    forbidden_share: float = 0.0
+    blank_fields: frozenset[str] = frozenset()
+    stall_after: int = 0
+    stall_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        self.blank_fields = frozenset(self.blank_fields)
+        unknown = self.blank_fields - BLANKABLE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"cannot blank {', '.join(sorted(unknown))}: "
+                f"choose from {', '.join(sorted(BLANKABLE_FIELDS))}"
+            )
+        if not 0.0 <= self.forbidden_share <= 1.0:
+            raise ValueError(f"forbidden_share must be within 0..1, not {self.forbidden_share}")
+        if self.stall_after < 0 or self.stall_seconds < 0:
+            raise ValueError("stall_after and stall_seconds must not be negative")
+
+    def is_forbidden(self, number: int) -> bool:
+        """Whether book ``number``'s detail page answers 403."""
+        threshold = math.ceil(round(self.forbidden_share * 100, 6))
+        return (number * FORBIDDEN_STRIDE) % 100 < threshold
+
+    def forbidden_books(self) -> list[int]:
+        return [n for n in range(1, self.books + 1) if self.is_forbidden(n)]
 
     @property
     def pages(self) -> int:
@@ -72,13 +94,6 @@ class SiteConfig:
         ]
 
 
-def _page(title: str, body: str) -> bytes:
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body>{body}</body></html>"
-    ).encode()
-
-
 class DemoHandler(BaseHTTPRequestHandler):
     server: DemoServer
     protocol_version = "HTTP/1.1"
@@ -89,12 +104,15 @@ class DemoHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         config = self.server.config
         self.server.hits.record(self.path)
+        if self.server.stalled(config):
+            self._hang(config)
+            return
         if config.delay:
             time.sleep(config.delay)
         via = self.headers.get("Via", "")
         if any(name in via for name in config.banned_via):
             self._send(
-                HTTPStatus.TOO_MANY_REQUESTS, _page("Too many requests", "<h1>slow down</h1>")
+                HTTPStatus.TOO_MANY_REQUESTS, page_html("Too many requests", "<h1>slow down</h1>")
             )
             return
         url = urlsplit(self.path)
@@ -112,7 +130,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         elif route == "/slow":
             seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(min(seconds, 60.0))
-            self._send(HTTPStatus.OK, _page("slow", "<p>done</p>"))
+            self._send(HTTPStatus.OK, page_html("slow", "<p>done</p>"))
         else:
             self._not_found()
 
@@ -139,27 +157,31 @@ class DemoHandler(BaseHTTPRequestHandler):
         if number < config.pages:
             pager += f"<a class='next' href='/catalogue/page-{number + 1}.html'>next</a>"
         body = f"<h1>Catalogue, page {number}</h1><ul class='books'>{''.join(rows)}</ul><nav>{pager}</nav>"
-        self._send(HTTPStatus.OK, _page(f"Page {number}", body))
+        self._send(HTTPStatus.OK, page_html(f"Page {number}", body))
 
     def _detail_page(self, raw_number: str) -> None:
-        if not raw_number.isdigit() or not 1 <= int(raw_number) <= self.server.config.books:
+        config = self.server.config
+        if not raw_number.isdigit() or not 1 <= int(raw_number) <= config.books:
             self._not_found()
             return
         book = Book(int(raw_number))
-        body = (
-            f"<article class='product' data-upc='{book.upc}'>"
-            f"<h1>{html.escape(book.title)}</h1>"
-            f"<p class='price'>£{book.price}</p>"
-            f"<p class='rating' data-stars='{book.rating}'>{'★' * book.rating}</p>"
-            f"<p class='availability'>In stock ({book.stock} available)</p>"
-            f"<table><tr><th>UPC</th><td class='upc'>{book.upc}</td></tr></table>"
-            f"<p class='description'>A generated book, number {book.number}.</p>"
-            "</article>"
-        )
-        self._send(HTTPStatus.OK, _page(book.title, body))
+        if config.is_forbidden(book.number):
+            self._send(HTTPStatus.FORBIDDEN, page_html("Forbidden", "<h1>403</h1>"))
+            return
+        if not self.server.claim_detail(config):
+            self._hang(config)
+            return
+        self._send(HTTPStatus.OK, detail_html(book, config.blank_fields))
+
+    def _hang(self, config: SiteConfig) -> None:
+        """A stalled site: hold the request, then answer 503; if released early, hang up."""
+        if self.server.wait_while_stalled(config.stall_seconds):
+            self.close_connection = True
+            return
+        self._send(HTTPStatus.SERVICE_UNAVAILABLE, page_html("Stalled", "<h1>503</h1>"))
 
     def _not_found(self) -> None:
-        self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<h1>404</h1>"))
+        self._send(HTTPStatus.NOT_FOUND, page_html("Not found", "<h1>404</h1>"))
 
     def _redirect(self, location: str) -> None:
         self.send_response(HTTPStatus.FOUND)
@@ -208,6 +230,48 @@ class DemoServer(ThreadingHTTPServer):
         super().__init__(address, DemoHandler)
         self.config = config
         self.hits = HitCounter()
+        self._stall_lock = threading.Lock()
+        self.details_served = 0  # detail pages answered 200, towards ``stall_after``
+        self._release = threading.Event()  # set to let hanging requests go
+
+    def stalled(self, config: SiteConfig) -> bool:
+        with self._stall_lock:
+            return bool(config.stall_after) and self.details_served >= config.stall_after
+
+    def claim_detail(self, config: SiteConfig) -> bool:
+        """Count one detail page towards ``stall_after``; False once the site has stalled."""
+        with self._stall_lock:
+            if config.stall_after and self.details_served >= config.stall_after:
+                return False
+            self.details_served += 1
+            return True
+
+    def wait_while_stalled(self, seconds: float) -> bool:
+        """Hold a request for up to ``seconds``; True if released early (reset or shutdown)."""
+        with self._stall_lock:
+            release = self._release
+        return release.wait(seconds)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away (a crawl closing, a stalled request given up)
+        super().handle_error(request, client_address)
+
+    def reset_counters(self) -> None:
+        """Forget hits and served detail pages, and let requests that hang go."""
+        self.hits.reset()
+        with self._stall_lock:
+            self.details_served = 0
+            self._release.set()
+            self._release = threading.Event()
+
+    def shutdown(self) -> None:
+        self._release.set()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        self._release.set()
+        super().server_close()
 
     @property
     def base_url(self) -> str:
@@ -228,10 +292,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8800)
     parser.add_argument("--books", type=int, default=200)
     parser.add_argument("--ban-via", action="append", default=[], help="answer 429 via this proxy")
-    args = parser.parse_args(argv)
-    server = DemoServer(
-        (args.host, args.port), SiteConfig(books=args.books, banned_via=set(args.ban_via))
+    parser.add_argument(
+        "--forbidden-share", type=float, default=0.0, help="share of detail pages answering 403"
     )
+    parser.add_argument(
+        "--blank-field",
+        action="append",
+        default=[],
+        choices=sorted(BLANKABLE_FIELDS),
+        help="render this field empty on detail pages (repeatable)",
+    )
+    parser.add_argument(
+        "--stall-after",
+        type=int,
+        default=0,
+        help="after this many detail pages, hang every request (0: never)",
+    )
+    parser.add_argument("--stall-seconds", type=float, default=600.0, help="how long to hang")
+    args = parser.parse_args(argv)
+    try:
+        config = SiteConfig(
+            books=args.books,
+            banned_via=set(args.ban_via),
+            forbidden_share=args.forbidden_share,
+            blank_fields=frozenset(args.blank_field),
+            stall_after=args.stall_after,
+            stall_seconds=args.stall_seconds,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    server = DemoServer((args.host, args.port), config)
     print(f"demo site on {server.base_url}", flush=True)
     try:
         server.serve_forever()

@@ -75,6 +75,7 @@ def test_crawl_reports_start_heartbeats_and_outcome(cp_web, run_crawl, demo_site
     # started + at least one heartbeat came back with "continue"; nothing failed.
     assert job.stats["crawlfleet/reports_sent"] >= 2, job.stats
     assert "crawlfleet/report_failures" not in job.stats
+    assert job.stats["crawlfleet/fields_seen"] == job.stats["crawlfleet/fields/upc"] == 200
     assert dt.datetime.fromisoformat(job.stats["start_time"]) <= job.last_heartbeat
     assert "reported the outcome (finished)" in result.output
 

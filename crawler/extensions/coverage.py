@@ -1,0 +1,112 @@
+"""FieldCoverage: per item field, how many scraped items had it filled, written into the stats.
+
+The control plane judges a finished (or running) crawl from its stats, among them "is every named
+field present in at least X% of the items". This extension counts, for every item that was
+scraped, which of its fields hold a value, and keeps the counts in ``crawler.stats``, so they
+travel in every heartbeat and in the final report (``extensions/report.py``):
+
+- ``crawlfleet/fields_seen``: the number of items checked;
+- ``crawlfleet/fields/<name>``: how many of them had the field ``<name>`` filled (a field is
+  tracked from the first item that declares or holds it, starting at 0, so a field that is never
+  filled shows as 0 rather than missing);
+- ``crawlfleet/fields_untracked``: field occurrences (one per item and field name) not counted
+  because ``CRAWLFLEET_FIELD_COVERAGE_MAX_FIELDS`` distinct names were already tracked. A spider
+  yielding arbitrary dict keys thus cannot blow up the stats; above zero, coverage is partial.
+
+The control plane parses these key formats: keep them as they are.
+
+Why an extension on ``item_scraped`` and not an item pipeline: Scrapy's convention is that
+pipelines process items (clean, validate, drop, store) while extensions observe the crawl and
+keep stats (``CoreStats`` counts ``item_scraped_count`` from the same signal). The signal fires
+once per item that went through *every* pipeline without being dropped, whatever the pipelines'
+order numbers, so ``fields_seen`` equals ``item_scraped_count`` and the counts describe exactly
+the items the crawl delivered (validated and cleaned; dropped items count in
+``crawlfleet/items_invalid`` instead).
+
+Field names are the ones the item declares (``scrapy.Item`` fields, dataclass or attrs fields,
+through itemadapter's ``field_names()``) plus any keys it holds. Empty means ``None``, a string
+of only whitespace, or an empty collection (list, tuple, set, dict, bytes); ``0`` and ``False``
+are values. ``CRAWLFLEET_FIELD_COVERAGE_ENABLED = False`` turns the extension off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from itemadapter import ItemAdapter
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.statscollectors import StatsCollector
+
+FIELD_PREFIX = "crawlfleet/fields/"
+SEEN_KEY = "crawlfleet/fields_seen"
+UNTRACKED_KEY = "crawlfleet/fields_untracked"
+DEFAULT_MAX_FIELDS = 100
+
+_EMPTY_COLLECTIONS = (list, tuple, set, frozenset, bytes, bytearray, Mapping)
+
+
+def is_filled(value: Any) -> bool:
+    """Whether a field value counts as present: not None, blank text or an empty collection."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, _EMPTY_COLLECTIONS):
+        return len(value) > 0
+    return True
+
+
+def field_values(item: Any) -> Iterator[tuple[str, Any]]:
+    """(name, value) for every declared field and every held key; None for declared-but-unset."""
+    adapter = ItemAdapter(item)
+    seen: set[str] = set()
+    for name in (*adapter.field_names(), *adapter.keys()):
+        key = str(name)
+        if key in seen:
+            continue
+        seen.add(key)
+        yield key, adapter.get(name)
+
+
+class FieldCoverage:
+    def __init__(self, stats: StatsCollector, max_fields: int = DEFAULT_MAX_FIELDS) -> None:
+        self.stats = stats
+        self.max_fields = max(0, max_fields)
+        self.tracked: set[str] = set()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> FieldCoverage:
+        settings = crawler.settings
+        if not settings.getbool("CRAWLFLEET_FIELD_COVERAGE_ENABLED", True):
+            raise NotConfigured("CRAWLFLEET_FIELD_COVERAGE_ENABLED is off")
+        assert crawler.stats is not None
+        coverage = cls(
+            crawler.stats,
+            settings.getint("CRAWLFLEET_FIELD_COVERAGE_MAX_FIELDS", DEFAULT_MAX_FIELDS),
+        )
+        crawler.signals.connect(coverage.item_scraped, signal=signals.item_scraped)
+        return coverage
+
+    def item_scraped(self, item: Any) -> None:
+        self.count(item)
+
+    def count(self, item: Any) -> None:
+        """Add one item to the counts."""
+        self.stats.inc_value(SEEN_KEY)
+        untracked = 0
+        for name, value in field_values(item):
+            if name not in self.tracked:
+                if len(self.tracked) >= self.max_fields:
+                    untracked += 1
+                    continue
+                self.tracked.add(name)
+                self.stats.inc_value(FIELD_PREFIX + name, 0)  # present from now on, even at 0
+            if is_filled(value):
+                self.stats.inc_value(FIELD_PREFIX + name)
+        if untracked:
+            self.stats.inc_value(UNTRACKED_KEY, untracked)

@@ -1,0 +1,71 @@
+"""The bookshop's books and the HTML of their pages, generated from the book number alone."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from dataclasses import dataclass
+
+PER_PAGE = 20
+BROKEN_EVERY_PAGE = 4  # every 4th list page links one book that does not exist
+ADJECTIVES = ["Silent", "Crimson", "Hidden", "Last", "Golden", "Broken", "Northern", "Quiet"]
+NOUNS = ["Harbour", "Orchard", "Archive", "Lantern", "Meridian", "Garden", "Compass", "Tide"]
+BLANKABLE_FIELDS = frozenset({"title", "price", "rating", "stock", "upc"})
+FORBIDDEN_STRIDE = 37  # prime to 100: spreads forbidden books evenly over every 100 numbers
+
+
+@dataclass(frozen=True)
+class Book:
+    number: int
+
+    @property
+    def upc(self) -> str:
+        return hashlib.sha1(f"book-{self.number}".encode()).hexdigest()[:16]
+
+    @property
+    def title(self) -> str:
+        n = self.number
+        return f"The {ADJECTIVES[n % 8]} {NOUNS[(n // 8) % 8]} {n}"
+
+    @property
+    def price(self) -> str:
+        return f"{5 + (self.number * 37) % 60}.{(self.number * 13) % 100:02d}"
+
+    @property
+    def rating(self) -> int:
+        return 1 + self.number % 5
+
+    @property
+    def stock(self) -> int:
+        return (self.number * 7) % 23
+
+    @property
+    def path(self) -> str:
+        return f"/catalogue/book-{self.number}.html"
+
+
+def page_html(title: str, body: str) -> bytes:
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body>{body}</body></html>"
+    ).encode()
+
+
+def detail_html(book: Book, blank: frozenset[str]) -> bytes:
+    """A detail page, with the fields named in ``blank`` rendered empty."""
+    title = "" if "title" in blank else book.title
+    price = "" if "price" in blank else f"£{book.price}"
+    stars = "" if "rating" in blank else str(book.rating)
+    stock = "" if "stock" in blank else f"In stock ({book.stock} available)"
+    upc = "" if "upc" in blank else book.upc
+    body = (
+        f"<article class='product' data-upc='{upc}'>"
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p class='price'>{price}</p>"
+        f"<p class='rating' data-stars='{stars}'>{'★' * int(stars or 0)}</p>"
+        f"<p class='availability'>{stock}</p>"
+        f"<table><tr><th>UPC</th><td class='upc'>{upc}</td></tr></table>"
+        f"<p class='description'>A generated book, number {book.number}.</p>"
+        "</article>"
+    )
+    return page_html(title or f"Book {book.number}", body)
