@@ -149,6 +149,7 @@ def test_jobs_now_and_the_last_24_hours(fleet):
     assert day == {
         "ended": 8,
         "succeeded": 3,
+        "degraded": 0,
         "failed": 2,
         "lost": 1,
         "timed_out": 1,
