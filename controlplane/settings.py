@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     # Its templates and static files: the API docs are served from here, never from a CDN.
     "ninja",
     "controlplane.accounts",
+    "controlplane.telemetry",
     "controlplane.nodes",
     "controlplane.deploys",
     "controlplane.scheduling",
