@@ -100,9 +100,7 @@ class Histogram:
         rows = HistogramBucket.objects.filter(metric=self.name, labels=key)
         if len(values) == 1:
             value = values[0]
-            return rows.filter(le__gte=value).update(
-                count=F("count") + 1, total=F("total") + value
-            )
+            return rows.filter(le__gte=value).update(count=F("count") + 1, total=F("total") + value)
         # Several at once: each bucket adds how many of them (and their sum) it holds.
         counts, sums = [], []
         for le in self.bounds:
