@@ -97,7 +97,7 @@ def node_families() -> Iterator[Metric]:
         ),
         "latency": _gauge(
             "crawlfleet_node_health_check_seconds",
-            "Duration of the node's last successful health check",
+            "Duration of the node's last health check",
             ["node"],
         ),
         "seen": _gauge(

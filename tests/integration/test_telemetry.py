@@ -58,6 +58,14 @@ def series(kind: str):
 
 
 # --- the replica (runs in subprocesses) --------------------------------------------------------
+def report() -> None:
+    """Print the test histogram's rows (for a database this process's Django does not use)."""
+    from controlplane.django_setup import setup
+
+    setup()
+    print("ROWS " + json.dumps([[labels, str(le), count] for labels, le, count in rows()]))
+
+
 def replica(replica_id: int, count: int, sync_dir: Path) -> None:
     from controlplane.django_setup import setup
 
@@ -167,8 +175,41 @@ def test_replicas_racing_on_first_use_add_up_and_a_restart_keeps_counting(cp_env
     assert after.total == pytest.approx(sum(values))
 
 
+@pytest.mark.postgres
+def test_replicas_add_up_on_postgresql(postgres_url, tmp_path):
+    """The same race on the production database: +Inf stored as a float, ON CONFLICT DO
+    NOTHING on first use, and concurrent increments of one row."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "CRAWLFLEET_DATABASE_URL": postgres_url,
+        "CRAWLFLEET_DATA_DIR": str(tmp_path / "data"),
+        "CRAWLFLEET_SECRET_KEY": "test-only-not-secret",
+        "CRAWLFLEET_LOG_LEVEL": "WARNING",
+    }
+    crawlfleet = Path(sys.executable).parent / "crawlfleet"
+    migrate = subprocess.run(
+        [str(crawlfleet), "manage", "migrate", "telemetry", "-v", "0"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr
+    start_replicas(env, [1, 2, 3, 4], 30, tmp_path / "race")
+    argv = [sys.executable, "-m", "tests.integration.test_telemetry", "report"]
+    out = subprocess.run(
+        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    found = json.loads(next(line for line in out.splitlines() if line.startswith("ROWS "))[5:])
+    values = [v for i in (1, 2, 3, 4) for v in replica_values(i, 30)]
+    assert {float(le): count for _, le, count in found} == expected_buckets(values)
+    assert len(found) == len(BUCKETS) + 1
+
+
 if __name__ == "__main__":
     action, *rest = sys.argv[1:]
-    if action != "observe":
+    if action == "observe":
+        replica(int(rest[0]), int(rest[1]), Path(rest[2]))
+    elif action == "report":
+        report()
+    else:
         raise SystemExit(f"unknown action {action}")
-    replica(int(rest[0]), int(rest[1]), Path(rest[2]))
