@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     # Its templates and static files: the API docs are served from here, never from a CDN.
     "ninja",
     "controlplane.accounts",
+    "controlplane.telemetry",
     "controlplane.nodes",
     "controlplane.deploys",
     "controlplane.scheduling",
@@ -67,6 +68,7 @@ INSTALLED_APPS = [
     "controlplane.loops",
     "controlplane.api",
     "controlplane.dashboard",
+    "controlplane.metrics",
     "controlplane.scrapydapi",
 ]
 
@@ -197,6 +199,13 @@ CRAWLFLEET_POLL_WORKERS = int(os.environ.get("CRAWLFLEET_POLL_WORKERS", 32))
 CRAWLFLEET_SPIDER_HEARTBEAT = _env_float("CRAWLFLEET_SPIDER_HEARTBEAT", 10.0)
 # Redis shared by fan-out crawls (passed to the spiders; the control plane cleans keys).
 CRAWLFLEET_REDIS_URL = os.environ.get("CRAWLFLEET_REDIS_URL", "")
+
+# --- /metrics (docs/METRICS.md) ---------------------------------------------------------------------
+# When set, scrapes must send ``Authorization: Bearer <token>`` (or an API token, viewer or more).
+CRAWLFLEET_METRICS_TOKEN = os.environ.get("CRAWLFLEET_METRICS_TOKEN", "")
+# Networks scrapes may come from, comma-separated CIDRs. Unset: loopback only without a token,
+# any address with one.
+CRAWLFLEET_METRICS_ALLOW = os.environ.get("CRAWLFLEET_METRICS_ALLOW") or None
 
 # --- the Scrapyd-compatible API -------------------------------------------------------------------
 # The name every answer carries as ``node_name``: the whole fleet is one Scrapyd to its clients.

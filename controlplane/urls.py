@@ -1,5 +1,5 @@
-"""URL map: the dashboard at the root, the admin (the superuser's back office), the REST API and
-the Scrapyd-compatible API."""
+"""URL map: the dashboard at the root, the admin (the superuser's back office), the REST API,
+the Scrapyd-compatible API and the Prometheus metrics."""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from controlplane.api.errors import envelope
 from controlplane.api.rest import api
+from controlplane.metrics.views import metrics
 
 
 @csrf_exempt  # it changes nothing; a POST would otherwise get Django's HTML CSRF failure page
@@ -30,5 +31,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
     path("scrapyd/", include("controlplane.scrapydapi.urls")),
+    path("metrics", metrics, name="metrics"),
     path("", include("controlplane.dashboard.urls")),
 ]

@@ -24,6 +24,7 @@ from controlplane.jobs.placement import REFUSAL_DELAY, WRITE_LOCK, Placement, pl
 from controlplane.lib import scrapyd
 from controlplane.lib.scrapyd import ScheduleConnection, ScrapydError
 from controlplane.nodes.models import Node
+from controlplane.telemetry.histograms import FIRE_TO_DISPATCH
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,19 @@ def record(results: list[SendResult]) -> None:
                 [(Job.State.PENDING, j.dispatched_at, j.updated_at, j.pk) for j in accepted],
                 only_in=Job.State.DISPATCHING,
             )
+            observe_fire_to_dispatch(accepted)
+
+
+def observe_fire_to_dispatch(jobs: list[Job]) -> None:
+    """Fire-to-dispatch latency of first attempts, by trigger (retries wait out a backoff on
+    purpose). Recorded where the acceptance is, in its transaction: once per dispatched job."""
+    latencies: dict[str, list[float]] = defaultdict(list)
+    for job in jobs:
+        if job.attempt == 1 and job.dispatched_at is not None:
+            fired = job.run.scheduled_for
+            latencies[job.run.trigger].append((job.dispatched_at - fired).total_seconds())
+    for trigger, values in sorted(latencies.items()):
+        FIRE_TO_DISPATCH.observe_many(values, trigger=trigger)
 
 
 def send_all(placements: list[Placement]) -> int:

@@ -133,6 +133,14 @@ class Job(models.Model):
             models.Index(fields=["task", "created_at", "id"], name="job_task_created_idx"),
             # The overview's windows over recently ended jobs (controlplane.jobs.fleetstats).
             models.Index(fields=["finished_at"], name="job_finished_at"),
+            # /metrics (controlplane.jobs.tallies): jobs by state and cause, queued jobs by
+            # project, and the items and pages of ended jobs by task, each read from the index
+            # alone, never from the rows (whose stats make them large).
+            models.Index(fields=["state", "cause"], name="job_state_cause_idx"),
+            models.Index(fields=["state", "project", "not_before"], name="job_state_project_idx"),
+            models.Index(
+                fields=["task", "project", "state", "items", "pages"], name="job_task_totals_idx"
+            ),
         ]
 
     def __str__(self) -> str:

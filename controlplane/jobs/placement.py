@@ -70,13 +70,24 @@ class _Fleet:
 
 
 def node_loads(nodes: list[Node]) -> Counter[int]:
-    """Jobs dispatching, pending or running on each node, from the database."""
+    """Jobs dispatching, pending or running on each node, from the database.
+
+    Grouped by (state, node), the order of ``job_state_node_idx``, so only the in-flight part
+    of that index is read; grouped by node alone, or filtered on the nodes too, SQLite's planner
+    takes the node index and walks every node's whole history.
+    """
+    wanted = {node.pk for node in nodes}
+    loads: Counter[int] = Counter()
     rows = (
-        Job.objects.filter(state__in=Job.ON_NODE, node__in=nodes)
-        .values("node")
+        Job.objects.filter(state__in=Job.ON_NODE)
+        .order_by()
+        .values_list("state", "node")
         .annotate(count=Count("id"))
     )
-    return Counter({row["node"]: row["count"] for row in rows})
+    for _state, node, count in rows:
+        if node in wanted:
+            loads[node] += count
+    return loads
 
 
 def _deployed_versions(nodes: list[Node]) -> set[tuple[int, int]]:

@@ -23,6 +23,7 @@ from django.db import close_old_connections, connections
 from controlplane.jobs import completion, retry
 from controlplane.jobs.tracking import Tracker, nodes_to_poll, sweep_orphaned_rows
 from controlplane.nodes.models import Node
+from controlplane.telemetry.histograms import POLL_CYCLE
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Poller:
             max_workers=workers or settings.CRAWLFLEET_POLL_WORKERS, thread_name_prefix="poll"
         )
         self.inflight: dict[int, tuple[str, Future[Any]]] = {}
+        self.cycles = 0
 
     def _poll(self, node: Node) -> None:
         try:
@@ -83,6 +85,8 @@ class Poller:
             logger.exception("run completion sweep failed")
         self.tracker.forget_stale()
         result.duration = time.monotonic() - started
+        POLL_CYCLE.observe(result.duration)  # in the database: all replicas add up
+        self.cycles += 1
         return result
 
     def run(self, stop: threading.Event, once: bool = False) -> None:
@@ -100,7 +104,7 @@ class Poller:
             if once:
                 break
             stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-        logger.info("poller stopping")
+        logger.info("poller stopping after %d cycle(s)", self.cycles)
         self.close()
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""``/metrics``: the fleet in the Prometheus text format, built from the database."""
