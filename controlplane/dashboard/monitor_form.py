@@ -174,7 +174,11 @@ def initial_for(rule: MonitorRule | None) -> dict[str, Any]:
         return {"kind": "min_items", "outcome": MonitorRule.Outcome.DEGRADED, "enabled": True}
     values: dict[str, Any] = {"kind": rule.kind, "outcome": rule.outcome, "enabled": rule.enabled}
     for name, value in rule.params.items():
-        values[name] = ", ".join(value) if isinstance(value, list) else value
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, float):
+            value = f"{value:g}"  # 90, not 90.0
+        values[name] = value
     return values
 
 
