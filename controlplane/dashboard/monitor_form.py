@@ -103,10 +103,18 @@ class RuleForm(forms.Form):
     percent = _input("Percent", "0 to 100", inputmode="decimal")
     seconds = _input("Seconds", "", inputmode="numeric")
     runs = _input("Last runs", "how many earlier successful runs; empty = 10", inputmode="numeric")
+    # A select of the domain's values (short labels: the help says what each means); a value
+    # not among them is refused by the domain, beside the select.
     outcome = forms.CharField(
         label="When broken",
-        widget=forms.Select(choices=MonitorRule.Outcome.choices),
+        widget=forms.Select(
+            choices=[
+                (MonitorRule.Outcome.DEGRADED, "degraded"),
+                (MonitorRule.Outcome.FAILED, "failed"),
+            ]
+        ),
         initial=MonitorRule.Outcome.DEGRADED,
+        help_text="failed: retried like other failures; degraded: not retried, someone looks",
     )
     enabled = forms.BooleanField(
         required=False, initial=True, help_text="a switched-off rule judges nothing"

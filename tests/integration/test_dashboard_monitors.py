@@ -454,15 +454,15 @@ def test_the_job_page_shows_the_monitors_verdict_and_the_lists_filter_degraded(
     page = viewer.get(f"/jobs/{job.pk}/").content.decode()
     section = page[page.index('id="job-monitors"') :]
     text = " ".join(re.sub(r"<[^>]+>", " ", section.split("</section>")[0]).split())
-    assert "Broken degraded HTTP 403 on 30 of 100 responses (30%), above 10%" in text
+    assert "Broken (1) degraded HTTP 403 on 30 of 100 responses (30%), above 10%" in text
     assert (
         "the rule: HTTP 403 on at most 10% of responses · a project default · status_share" in text
     )
     assert (
-        "Not evaluated not evaluated field &#x27;price&#x27; filled in at least 90% "
+        "Not evaluated (1) not evaluated field &#x27;price&#x27; filled in at least 90% "
         "the crawl sent no field counts (no crawlfleet coverage pipeline)" in text
     )
-    assert "Held held at least 10 items" in text
+    assert "Held (1) held at least 10 items" in text
     assert re.search(r'<th scope="row">Cause</th><td class="mono">monitor</td>', page)
     assert 'class="badge state-degraded"' in page
 
