@@ -1,8 +1,7 @@
-"""Monitor rules on the task and project pages, and the monitors' verdict on the job page,
-in-process: an operator adds, edits, overrides, switches off and deletes rules (audited as
-them); malformed input is refused beside its input with 422 and stores nothing; a viewer sees
-no forms and gets 403 on every POST.
-"""
+"""Monitor rules on the task and project pages, in-process: an operator adds, edits, overrides,
+switches off and deletes rules (audited as them); malformed input is refused beside its input
+with 422 and stores nothing; a viewer sees no forms and gets 403 on every POST. The job page's
+verdict: test_dashboard_monitors_jobs.py."""
 
 from __future__ import annotations
 
@@ -13,11 +12,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from controlplane.accounts.models import AuditEntry
-from controlplane.jobs.models import Job
 from controlplane.monitors import services
 from controlplane.monitors.models import MonitorRule, effective_rules
-from controlplane.scheduling.models import Task, TaskRun
-from tests.fixtures.joblists import World
+from controlplane.scheduling.models import Task
 from tests.fixtures.taskpages import make_task
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
@@ -233,27 +230,17 @@ def test_an_operator_adds_edits_and_deletes_a_projects_defaults(
 
 
 # --- refused input -----------------------------------------------------------------------------
+SHARE = {"kind": "status_share", "percent": "10"}
+COVERAGE = {"kind": "field_coverage", "percent": "50"}
 MALFORMED = [
     (
-        {"kind": "status_share", "status": "403", "percent": "-5"},
+        {**SHARE, "status": "403", "percent": "-5"},
         "percent",
         "percent must be from 0 to 100, not -5",
     ),
-    (
-        {"kind": "status_share", "status": "499", "percent": "10"},
-        "status",
-        "499 is not a known HTTP status code",
-    ),
-    (
-        {"kind": "field_coverage", "field": "bad name", "percent": "50"},
-        "field",
-        "field must be an item field name such as price",
-    ),
-    (
-        {"kind": "nosuch", "count": "3"},
-        "kind",
-        "unknown rule kind &#x27;nosuch&#x27;; one of min_items",
-    ),
+    ({**SHARE, "status": "499"}, "status", "499 is not a known HTTP status code"),
+    ({**COVERAGE, "field": "bad name"}, "field", "field must be an item field name such as price"),
+    ({"kind": "nosuch", "count": "3"}, "kind", "unknown rule kind &#x27;nosuch&#x27;; one of"),
     ({"kind": "min_items", "count": "many"}, "count", "enter a whole number"),
     ({"kind": "min_items", "count": ""}, "count", "count must be a whole number"),
     ({"kind": "max_runtime", "seconds": "0"}, "seconds", "seconds must be at least 1"),
@@ -402,81 +389,3 @@ def test_the_task_page_asks_the_same_queries_however_many_rules(
             {"kind": "status_share", "params": {"status": status, "percent": 1}},
         )
     assert queries() == few
-
-
-# --- the verdict on the job page ---------------------------------------------------------------
-REPORT = {
-    "breaches": [
-        {
-            "rule": 7,
-            "kind": "status_share",
-            "scope": "project",
-            "outcome": "degraded",
-            "rule_text": "HTTP 403 on at most 10% of responses",
-            "message": "HTTP 403 on 30 of 100 responses (30%), above 10%",
-            "figures": {"status": 403, "count": 30, "responses": 100, "percent": 30.0},
-        }
-    ],
-    "not_evaluated": [
-        {
-            "rule": 8,
-            "rule_text": "field 'price' filled in at least 90%",
-            "why": "the crawl sent no field counts (no crawlfleet coverage pipeline)",
-        }
-    ],
-    "held": [{"rule": 9, "rule_text": "at least 10 items"}],
-}
-
-
-@pytest.fixture
-def world(db) -> World:
-    return World.build()
-
-
-def test_the_job_page_shows_the_monitors_verdict_and_the_lists_filter_degraded(
-    client, dashboard_users, world
-):
-    from tests.fixtures.dashboard import logged_in_client
-
-    viewer = logged_in_client(client, dashboard_users["viewer"])
-    reason = "broke a monitor: HTTP 403 on 30 of 100 responses (30%), above 10%"
-    run, (job,) = world.run(
-        "books-daily",
-        Job.State.DEGRADED,
-        run_state=TaskRun.State.DEGRADED,
-        reason=reason,
-        cause="monitor",
-        monitor_report=REPORT,
-    )
-    TaskRun.objects.filter(pk=run.pk).update(reason=f"shard 0: {reason}")
-    _, (plain,) = world.run("books-daily", Job.State.SUCCEEDED, cause="finished")
-
-    page = viewer.get(f"/jobs/{job.pk}/").content.decode()
-    section = page[page.index('id="job-monitors"') :]
-    text = " ".join(re.sub(r"<[^>]+>", " ", section.split("</section>")[0]).split())
-    assert "Broken (1) degraded HTTP 403 on 30 of 100 responses (30%), above 10%" in text
-    assert (
-        "the rule: HTTP 403 on at most 10% of responses · a project default · status_share" in text
-    )
-    assert (
-        "Not evaluated (1) not evaluated field &#x27;price&#x27; filled in at least 90% "
-        "the crawl sent no field counts (no crawlfleet coverage pipeline)" in text
-    )
-    assert "Held (1) held at least 10 items" in text
-    assert re.search(r'<th scope="row">Cause</th><td class="mono">monitor</td>', page)
-    assert 'class="badge state-degraded"' in page
-
-    page = viewer.get(f"/jobs/{plain.pk}/").content.decode()
-    assert "No monitor rule judged this job." in page
-    assert '<td class="mono">finished</td>' in page
-
-    jobs = viewer.get("/jobs/?state=degraded").content.decode()
-    assert f'href="/jobs/{job.pk}/"' in jobs
-    assert f'href="/jobs/{plain.pk}/"' not in jobs
-    assert 'value="degraded"' in jobs
-    runs = viewer.get("/runs/?state=degraded").content.decode()
-    assert f'href="/runs/{run.pk}/"' in runs
-    assert 'value="degraded"' in runs
-    page = viewer.get(f"/runs/{run.pk}/").content.decode()
-    assert f"shard 0: {reason}" in page
-    assert 'class="badge state-degraded"' in page
