@@ -7,6 +7,7 @@ that the task belongs to the project. Each change is audited with the fields it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -121,3 +122,37 @@ def rules_of(project: Project, task: Task | None = None) -> list[MonitorRule]:
     rows = MonitorRule.objects.filter(project=project).select_related("project", "task")
     rows = rows.filter(task=task) if task is not None else rows.filter(task__isnull=True)
     return list(rows)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One rule a task's page lists, with the project default it replaces (if any)."""
+
+    rule: MonitorRule
+    replaces: MonitorRule | None = None
+
+
+def judged_by(task: Task) -> list[Listed]:
+    """The task's own rules (switched-off ones too), then the project defaults none of them
+    replaces: what a page shows as the rules the task is judged by. The enabled ones among them
+    are :func:`~controlplane.monitors.models.effective_rules`."""
+    own = rules_of(task.project, task)
+    defaults = {rule.key: rule for rule in rules_of(task.project)}
+    taken = {rule.key for rule in own}
+    return [Listed(rule, defaults.get(rule.key)) for rule in own] + [
+        Listed(rule) for key, rule in defaults.items() if key not in taken
+    ]
+
+
+def switch_off_default(
+    default: MonitorRule, task: Task, actor: audit.Actor | None = None
+) -> MonitorRule:
+    """Stop a project default applying to one task: a disabled task rule of its kind and target
+    (with its parameters, so enabling it later is a choice made knowingly). Audited as a create."""
+    if not default.is_default:
+        raise Refused(
+            f"rule {default.pk} is a task's own rule, not a project default",
+            fields={"rule": ["not a project default"]},
+        )
+    data = {"kind": default.kind, "params": default.params, "outcome": default.outcome}
+    return save_rule(new_rule(default.project, task), {**data, "enabled": False}, actor=actor)

@@ -261,7 +261,11 @@ def test_the_task_page_shows_fires_success_chart_and_summed_runs(operator_client
     totals = {d["label"]: sum(d["data"]) for d in chart["datasets"]}
     assert totals == {"succeeded": 1, "failed": 1}
     assert len(chart["labels"]) == 30
-    assert set(posts_on(page)) == {f"/tasks/{task.pk}/enabled/", f"/tasks/{task.pk}/run/"}
+    assert set(posts_on(page)) == {
+        f"/tasks/{task.pk}/enabled/",
+        f"/tasks/{task.pk}/run/",
+        f"/tasks/{task.pk}/monitors/new/",  # the Monitors card's add form
+    }
 
 
 def test_the_run_history_pages_by_keyset_with_the_same_queries(operator_client, task_project):

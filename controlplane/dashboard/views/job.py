@@ -58,6 +58,7 @@ def live_context(job: Job) -> dict[str, Any]:
         "chart_json": progress_chart(samples, job.started_at) if samples else "",
         "sample_count": len(samples),
         "items": items_place(job),
+        "successful_states": Job.SUCCESSFUL,
         "live": still_changing(job),
         "live_every": LIVE_EVERY,
         "may_cancel": not job.is_final,

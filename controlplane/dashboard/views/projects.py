@@ -20,6 +20,7 @@ from controlplane.accounts.roles import Role
 from controlplane.dashboard import paging, project_stats
 from controlplane.dashboard.access import requires
 from controlplane.dashboard.project_form import UploadForm
+from controlplane.dashboard.views import monitors
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.nodecalls import NodeResult
@@ -70,6 +71,7 @@ def _detail_context(request: HttpRequest, project: Project) -> dict[str, Any]:
         "project": project,
         "view": project_stats.project_page(project),
         "result": _recall(request, project),
+        **monitors.project_card(project),
     }
 
 
@@ -205,4 +207,5 @@ urlpatterns = [
         version_delete,
         name="version_delete",
     ),
+    *monitors.project_urls,
 ]

@@ -27,6 +27,7 @@ from controlplane.dashboard.task_form import (
     spider_options,
     timezone_names,
 )
+from controlplane.dashboard.views import monitors
 from controlplane.deploys.models import Project
 from controlplane.jobs import taskactions
 from controlplane.jobs.models import Job
@@ -130,6 +131,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         nodes=sorted(task.selector_nodes.values_list("name", flat=True)),
         run_version=version,
         active_jobs=Job.objects.filter(run__task=task, state__in=Job.ACTIVE).count(),
+        **monitors.task_card(task),
     )
     return render(request, "dashboard/tasks/detail.html", context)
 
@@ -261,4 +263,5 @@ urlpatterns = [
     path("<int:task_id>/enabled/", task_set_enabled, name="task_enabled"),
     path("<int:task_id>/run/", task_run_now, name="task_run"),
     path("<int:task_id>/delete/", task_delete, name="task_delete"),
+    *monitors.task_urls,
 ]
