@@ -161,7 +161,8 @@ class TaskForm(forms.Form):
     )
     priority = forms.IntegerField(
         required=False,
-        label="Priority", help_text="-100 to 100; higher goes first when the fleet is full"
+        label="Priority",
+        help_text="-100 to 100; higher goes first when the fleet is full",
     )
     max_concurrent = forms.IntegerField(
         required=False,
