@@ -1,6 +1,11 @@
 """Fire-to-accepted latency of the control plane: many tasks due at the same moment.
 
     .venv/bin/python bench/dispatch.py [--tasks 500] [--rounds 3] [--replicas 1] [--nodes 3]
+    .venv/bin/python bench/dispatch.py --projects 5    # priorities, shares and caps enabled
+
+With ``--projects N`` the tasks are spread over N projects with share weights 1..N, mixed
+priorities (-50..50), a cap per task and per project, and a fleet that holds half the burst: the
+round then also reports the slots each project got against its weight (``shares``).
 
 Three real ``crawlfleet node`` processes whose declared capacity fits the burst and whose Scrapyd
 polls its queue only once an hour, so no crawl starts during the measurement: the figure is the
@@ -90,6 +95,9 @@ def main() -> None:
         "--weights", default="", help="comma-separated node weights, e.g. 1,2,3 (default equal)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--projects", type=int, default=0, help="spread over N projects with shares and caps"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="crawlfleet-bench-dispatch-"))
@@ -117,6 +125,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [1.0] * args.nodes
     capacity = args.tasks  # each node could take the whole burst: capacity never limits
+    if args.projects:
+        capacity = max(1, args.tasks // (2 * args.nodes))  # the fleet holds half the burst
     print(f"work directory: {workdir}")
     egg = build_egg(REPO_ROOT, version=default_version(), output_dir=workdir / "egg")
     nodes = start_nodes(args.nodes, workdir, capacity)
@@ -151,15 +161,25 @@ def main() -> None:
             )
             rows.append(row)
         print_node_floor([url for url, _ in nodes], egg.version, args.tasks)
+        projects = [project] + [
+            shared_project(f"crawler{k + 2}", version, rows, data, nodes, egg.version)
+            for k in range(max(0, args.projects - 1))
+        ]
+        for k, row in enumerate(projects):
+            row.share_weight = k + 1 if args.projects else 1
+            row.max_concurrent = capacity * args.nodes if args.projects else None
+            row.save()
         Task.objects.bulk_create(
             [
                 Task(
                     name=f"bench-{i:04d}",
-                    project=project,
+                    project=projects[i % len(projects)],
                     spider=SPIDER,
                     cron="0 0 1 1 *",
                     overlap=Task.Overlap.ALLOW,
                     args={"task": str(i)},
+                    priority=(i * 37) % 101 - 50 if args.projects else 0,
+                    max_concurrent=1 if args.projects else None,
                 )
                 for i in range(args.tasks)
             ]
@@ -171,10 +191,11 @@ def main() -> None:
         summary: list[tuple[float, float, float]] = []
         for round_number in range(1, args.rounds + 1):
             summary.append(
-                run_round(round_number, args, project, rows, nodes, schedulers, timezone)
+                run_round(round_number, args, projects, rows, nodes, schedulers, timezone)
             )
             # Free the capacity for the next round, as the poller would once the jobs ended.
-            Job.objects.filter(state=Job.State.PENDING).update(state=Job.State.SUCCEEDED)
+            Job.objects.filter(state=Job.State.QUEUED).update(state=Job.State.CANCELLED)
+            Job.objects.filter(state__in=Job.ON_NODE).update(state=Job.State.SUCCEEDED)
             TaskRun.objects.filter(state=TaskRun.State.ACTIVE).update(state=TaskRun.State.SUCCEEDED)
         if len(summary) > 1:
             print("\nall rounds")
@@ -226,18 +247,54 @@ def print_node_floor(urls: list[str], version: str, tasks: int) -> None:
     )
 
 
-def run_round(round_number, args, project, rows, nodes, schedulers, timezone):
+def shared_project(name, version, rows, data, nodes, number):
+    """Another project holding the same egg, on every node."""
+    from controlplane.deploys.models import NodeDeployment, Project, Version
+    from controlplane.lib.scrapyd import ScrapydClient
+
+    project = Project.objects.create(name=name)
+    copy = Version.objects.create(
+        project=project,
+        version=version.version,
+        egg=data,
+        sha256=version.sha256,
+        size=version.size,
+        spiders=[SPIDER],
+    )
+    project.current_version = copy
+    project.save()
+    for (url, _), row in zip(nodes, rows, strict=True):
+        client = ScrapydClient(url, timeout=120)
+        client.addversion(name, number, data)
+        client.listspiders(name, number)
+        NodeDeployment.objects.create(node=row, version=copy, state=NodeDeployment.State.DEPLOYED)
+    return project
+
+
+def report_shares(projects, jobs, fleet_slots):
+    """Slots each project got in the burst against its share of the weights."""
+    placed = Counter(j.project_id for j in jobs if j.node_id)
+    total = sum(p.share_weight for p in projects)
+    parts = [
+        f"{p.name} w{p.share_weight:g} {placed[p.pk]} (share {p.share_weight / total * fleet_slots:.0f})"
+        for p in projects
+    ]
+    print(f"  shares of {fleet_slots} slots: {', '.join(parts)}")
+
+
+def run_round(round_number, args, projects, rows, nodes, schedulers, timezone):
     from controlplane.jobs.models import Job
     from controlplane.scheduling.models import Task, TaskRun
 
     fire = (timezone.now() + timedelta(seconds=LEAD)).replace(microsecond=0).astimezone(UTC)
     expression = f"{fire.second} {fire.minute} {fire.hour} {fire.day} {fire.month} *"
     # A queryset update skips auto_now: set updated_at, which is how schedulers see a change.
-    Task.objects.filter(project=project).update(cron=expression, updated_at=timezone.now())
+    Task.objects.filter(project__in=projects).update(cron=expression, updated_at=timezone.now())
     deadline = time.monotonic() + LEAD + 60
+    expected = min(args.tasks, sum(r.capacity for r in rows))
     while time.monotonic() < deadline:
         done = Job.objects.filter(run__scheduled_for=fire, state=Job.State.PENDING).count()
-        if done >= args.tasks:
+        if done >= expected:
             break
         for proc in schedulers:
             if not proc.alive():
@@ -266,10 +323,11 @@ def run_round(round_number, args, project, rows, nodes, schedulers, timezone):
     from controlplane.lib.scrapyd import ScrapydClient
 
     for url, _ in nodes:
-        for entry in ScrapydClient(url, timeout=60).listjobs("crawler")["pending"]:
-            holders[entry["id"]] += 1
-            where[entry["id"]] = url
-    ours = {j.scrapyd_job_id for j in jobs}
+        for project in projects:
+            for entry in ScrapydClient(url, timeout=60).listjobs(project.name)["pending"]:
+                holders[entry["id"]] += 1
+                where[entry["id"]] = url
+    ours = {j.scrapyd_job_id for j in jobs if j.node_id}
     duplicates = sum(1 for job_id in ours if holders[job_id] > 1)
     missing = sum(1 for job_id in ours if holders[job_id] == 0)
     misplaced = sum(1 for j in jobs if j.node and where.get(j.scrapyd_job_id) != j.node.url)
@@ -302,8 +360,10 @@ def run_round(round_number, args, project, rows, nodes, schedulers, timezone):
         and not duplicates
         and not missing
         and not misplaced
-        and len(accepted) == args.tasks
+        and len(accepted) == expected
     )
+    if args.projects:
+        report_shares(projects, jobs, expected)
     print(f"  {'OK' if ok else 'FAILED'}")
     p99 = percentile(accepted, 0.99) if accepted else float("inf")
     rate = len(accepted) / max(max(accepted) - min(recorded), 1e-6) if accepted else 0.0

@@ -191,6 +191,8 @@ CRAWLFLEET_NODE_LOST_GRACE = _env_float("CRAWLFLEET_NODE_LOST_GRACE", 30.0)
 CRAWLFLEET_HEARTBEAT_TIMEOUT = _env_float("CRAWLFLEET_HEARTBEAT_TIMEOUT", 120.0)
 # A dispatched job its node has never heard of after this long is lost, in seconds.
 CRAWLFLEET_DISPATCH_GRACE = _env_float("CRAWLFLEET_DISPATCH_GRACE", 30.0)
+# A queued run gains one priority point per this many seconds (0: no aging). docs/QUEUE.md
+CRAWLFLEET_QUEUE_AGING = _env_float("CRAWLFLEET_QUEUE_AGING", 60.0)
 # A job asked to stop that is still running after this long is killed, in seconds.
 CRAWLFLEET_CANCEL_KILL_AFTER = _env_float("CRAWLFLEET_CANCEL_KILL_AFTER", 60.0)
 # Threads polling nodes at once; one slow node only ever holds its own thread.

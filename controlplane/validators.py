@@ -72,3 +72,14 @@ def validate_tags(value: Any) -> None:
         isinstance(t, str) and NAME_RE.match(t) for t in value
     ):
         raise ValidationError("tags must be a list of names (letters, digits, '_', '.', '-')")
+
+
+def validate_caps(value: Any) -> None:
+    """A map of names (spiders, tags) to caps on running jobs: whole numbers, at least 1."""
+    if not isinstance(value, dict):
+        raise ValidationError("caps must be a map of name to a whole number of at least 1")
+    for name, cap in value.items():
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ValidationError(f"{name!r} is not a name (letters, digits, '_', '.', '-')")
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValidationError(f"the cap of {name} must be a whole number of at least 1")

@@ -14,6 +14,7 @@ from controlplane.api.routers import (
     nodes,
     projects,
     report,
+    tagcaps,
     tasks,
     tokens,
 )
@@ -41,3 +42,4 @@ api.add_router("/monitors", monitors.router)
 api.add_router("/tokens", tokens.router)
 api.add_router("/audit", audit.router)
 api.add_router("/report", report.router)
+api.add_router("/tag-caps", tagcaps.router)

@@ -137,6 +137,9 @@ class ProjectOut(Schema):
     versions: int
     spiders: list[str]
     created_at: datetime
+    share_weight: float
+    max_concurrent: int | None
+    spider_caps: dict[str, int]
 
 
 class ProjectDetailOut(ProjectOut):
@@ -184,6 +187,8 @@ class TaskIn(Schema):
     fanout: int = 1
     error_threshold: int = 0
     misfire_grace: int = 60
+    priority: int = 0
+    max_concurrent: int | None = None
 
 
 class TaskPatch(Schema):
@@ -207,6 +212,8 @@ class TaskPatch(Schema):
     fanout: int | None = None
     error_threshold: int | None = None
     misfire_grace: int | None = None
+    priority: int | None = None
+    max_concurrent: int | None = None
 
 
 class TaskOut(Schema):
@@ -231,6 +238,8 @@ class TaskOut(Schema):
     fanout: int
     error_threshold: int
     misfire_grace: int
+    priority: int
+    max_concurrent: int | None
     next_run: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -272,6 +281,9 @@ class JobOut(Schema):
     scrapyd_job_id: str
     state: str
     reason: str
+    priority: float
+    # Why a queued job has not started yet ("" otherwise); docs/QUEUE.md.
+    waiting_reason: str
     cause: str
     exit_status: int | None
     finish_reason: str

@@ -159,6 +159,16 @@ class TaskForm(forms.Form):
     fanout = forms.IntegerField(
         label="Fan-out", help_text="run a Redis-fed spider on this many nodes sharing one crawl"
     )
+    priority = forms.IntegerField(
+        required=False,
+        label="Priority",
+        help_text="-100 to 100; higher goes first when the fleet is full",
+    )
+    max_concurrent = forms.IntegerField(
+        required=False,
+        label="At most running at once",
+        help_text="empty = no limit; 1 = never run this task twice at once",
+    )
     max_attempts = forms.IntegerField(label="Max attempts", help_text="1 = no retry")
     retry_backoff = forms.FloatField(label="Retry backoff (s)", help_text="before the 1st retry")
     retry_backoff_factor = forms.FloatField(
@@ -204,6 +214,10 @@ class TaskForm(forms.Form):
 
     def clean_settings(self) -> dict[str, Any]:
         return parse_mapping(self.cleaned_data.get("settings", ""))
+
+    def clean_priority(self) -> int:
+        value = self.cleaned_data.get("priority")
+        return 0 if value is None else value
 
     def clean_selector_tags(self) -> list[str]:
         return parse_tags(self.cleaned_data.get("selector_tags", ""))

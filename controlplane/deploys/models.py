@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from controlplane.validators import validate_name, validate_version
+from controlplane.validators import validate_caps, validate_name, validate_version
 
 
 class RecoveryPolicy(models.Model):
@@ -43,6 +43,16 @@ class Project(RecoveryPolicy):
         "deploys.Version", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Who runs next (docs/QUEUE.md): a full fleet's slots go to projects in proportion to this.
+    share_weight = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(1000)]
+    )
+    # Most jobs of the project dispatching, pending or running at once (None: no cap).
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    # spider name -> most of its jobs in flight at once, over all tasks and ad-hoc runs.
+    spider_caps = models.JSONField(default=dict, blank=True, validators=[validate_caps])
 
     class Meta:
         ordering = ["name"]

@@ -13,15 +13,38 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings as django_settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from controlplane.lib.queueorder import queue_rank
 from controlplane.lib.scrapyd import items_path, log_path
+
+# Priorities of tasks and runs (Scrapyd's schedule.json ``priority`` too): higher goes first.
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
+PRIORITY_VALIDATORS = [MinValueValidator(MIN_PRIORITY), MaxValueValidator(MAX_PRIORITY)]
 
 
 def new_scrapyd_job_id() -> str:
     """Globally unique, so ids never collide when several tasks share a spider."""
     return uuid.uuid4().hex
+
+
+class QueueRankField(models.FloatField):
+    """The job's place in its project's queue (``controlplane.lib.queueorder.queue_rank``),
+    computed on insert from its priority and queue time when not given, bulk inserts included."""
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        value = getattr(model_instance, self.attname)
+        if value is None:
+            value = rank_of(model_instance.priority, model_instance.created_at or timezone.now())
+            setattr(model_instance, self.attname, value)
+        return value
+
+
+def rank_of(priority: float, queued_at: Any) -> float:
+    return queue_rank(priority, queued_at.timestamp(), django_settings.CRAWLFLEET_QUEUE_AGING)
 
 
 class Job(models.Model):
@@ -86,7 +109,7 @@ class Job(models.Model):
     # The id a Scrapyd client knows the job by: the first attempt's, kept by every retry.
     chain_id = models.CharField(max_length=64, blank=True, db_index=True)
     # Higher runs first among queued jobs (Scrapyd's schedule.json ``priority``).
-    priority = models.FloatField(default=0.0)
+    priority = models.FloatField(default=0.0, validators=PRIORITY_VALIDATORS)
     pid = models.PositiveIntegerField(null=True, blank=True, help_text="crawl process on its node")
 
     state = models.CharField(max_length=11, choices=State.choices, default=State.QUEUED)
@@ -115,6 +138,11 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Lower goes first within its project (priority and aging, see docs/QUEUE.md). After
+    # created_at, so a bulk insert has set that when this is computed.
+    queue_rank = QueueRankField(null=True, editable=False)
+    # Why a queued job has not started, in words; written by the planner when it passes it over.
+    waiting_reason = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -141,6 +169,8 @@ class Job(models.Model):
             models.Index(
                 fields=["task", "project", "state", "items", "pages"], name="job_task_totals_idx"
             ),
+            # A project's queue, best first (the planner reads each project's head from it).
+            models.Index(fields=["state", "project", "queue_rank", "id"], name="job_queue_idx"),
         ]
 
     def __str__(self) -> str:

@@ -64,6 +64,7 @@ class _Fleet:
     loads: Counter[int]
     deployed: set[tuple[int, int]]
     free: int = 0
+    capacity: int = 0
     selected_nodes: dict[int, set[int]] = field(default_factory=dict)
     # Nodes already running a shard of a fan-out run: its other shards go elsewhere if possible.
     run_nodes: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
@@ -98,14 +99,18 @@ def _deployed_versions(nodes: list[Node]) -> set[tuple[int, int]]:
     )
 
 
-def _eligible(job: Job, fleet: _Fleet) -> list[Node]:
-    """Nodes the job's selector allows that have its version; previous nodes only as a last resort."""
+def matching_nodes(job: Job, fleet: _Fleet) -> list[Node]:
+    """Placeable nodes the job's selector allows that have its version deployed."""
     task = job.run.task
     nodes = fleet.nodes
     if task is not None:
         selected = fleet.selected_nodes.get(task.pk, set())
         nodes = [n for n in nodes if n.matches(task.selector, task.selector_tags, selected)]
-    nodes = [n for n in nodes if (n.pk, job.version_id) in fleet.deployed]
+    return [n for n in nodes if (n.pk, job.version_id) in fleet.deployed]
+
+
+def prefer_nodes(job: Job, nodes: list[Node], fleet: _Fleet) -> list[Node]:
+    """Of ``nodes``, those to try first: not a previous attempt's, not a sibling shard's."""
     avoid = set(job.avoid_nodes or [])
     fresh = [n for n in nodes if n.pk not in avoid]
     siblings = fleet.run_nodes.get(job.run_id) if job.run.crawl_id else None
@@ -186,34 +191,14 @@ def _fleet() -> _Fleet | None:
         list(Node.objects.select_for_update().filter(pk__in=[n.pk for n in nodes]).order_by("pk"))
     loads = node_loads(nodes)
     free = sum(max(0, n.capacity - loads[n.pk]) for n in nodes)
-    return _Fleet(nodes, loads, _deployed_versions(nodes), free)
+    capacity = sum(n.capacity for n in nodes)
+    return _Fleet(nodes, loads, _deployed_versions(nodes), free, capacity)
 
 
 def _due(now: datetime) -> QuerySet[Job]:
     return Job.objects.filter(state=Job.State.QUEUED, cancel_requested=False).filter(
         Q(not_before__isnull=True) | Q(not_before__lte=now)
     )
-
-
-def _due_jobs(now: datetime, after: tuple[float, datetime, int] | None, count: int) -> list[Job]:
-    """Due jobs by priority (highest first), then oldest first; after the ``after`` cursor."""
-    due = (
-        _due(now)
-        .select_related("run__task", "project", "version")
-        .defer("version__egg")
-        .order_by("-priority", "created_at", "pk")
-    )
-    if after is not None:
-        priority, created_at, pk = after
-        due = due.filter(
-            Q(priority__lt=priority)
-            | Q(priority=priority, created_at__gt=created_at)
-            | Q(priority=priority, created_at=created_at, pk__gt=pk)
-        )
-    if connection.features.has_select_for_update_skip_locked:
-        # Rows another transaction is changing (a cancel, another planner) are left for later.
-        due = due.select_for_update(skip_locked=True, of=("self",))
-    return list(due[:count])
 
 
 def update_each(fields: list[str], rows: list[tuple[Any, ...]], only_in: str) -> int:
@@ -248,7 +233,15 @@ def _claim(placements: list[Placement], now: datetime) -> list[Placement]:
     """Write the claims in one batch, each conditional on its job still being queued."""
     if not placements:
         return []
-    fields = ["state", "node", "dispatched_at", "log_url", "report_token_hash", "updated_at"]
+    fields = [
+        "state",
+        "node",
+        "dispatched_at",
+        "log_url",
+        "report_token_hash",
+        "updated_at",
+        "waiting_reason",
+    ]
     rows = [
         (
             Job.State.DISPATCHING,
@@ -257,6 +250,7 @@ def _claim(placements: list[Placement], now: datetime) -> list[Placement]:
             p.job.log_url,
             p.job.report_token_hash,
             now,
+            "",
             p.job.pk,
         )
         for p in placements
@@ -275,47 +269,20 @@ def _claim(placements: list[Placement], now: datetime) -> list[Placement]:
 
 
 def plan(limit: int = 1000) -> list[Placement]:
-    """Claim up to ``limit`` due queued jobs and assign each a node (in one write transaction)."""
+    """Claim up to ``limit`` due queued jobs and assign each a node (in one write transaction):
+    fairly between projects, by effective priority within each, within every cap
+    (:mod:`controlplane.jobs.planner`)."""
+    from controlplane.jobs.planner import Planner, note_idle_fleet
+
     now = timezone.now()
-    placements: list[Placement] = []
     if not _due(now).exists():
         return []  # the usual idle tick: a read, without taking the write lock
     with WRITE_LOCK, transaction.atomic():
         fleet = _fleet()
         if fleet is None or fleet.free <= 0:
+            note_idle_fleet(now, fleet)
             return []
-        after: tuple[float, datetime, int] | None = None
-        while fleet.free > 0 and len(placements) < limit:
-            batch = _due_jobs(now, after, PLAN_CHUNK)
-            if not batch:
-                break
-            after = (batch[-1].priority, batch[-1].created_at, batch[-1].pk)
-            tasks = {job.run.task.pk: job.run.task for job in batch if job.run.task is not None}
-            fleet.selected_nodes.update(_selected_nodes(tasks.values()))
-            first_active = _first_active_runs(tasks.values())
-            for run_id, node_ids in _fanout_nodes(batch).items():
-                fleet.run_nodes[run_id] |= node_ids
-            for job in batch:
-                task = job.run.task
-                first = first_active.get(task.pk) if task is not None else None
-                if first is not None and (job.run.scheduled_for, job.run.pk) > first:
-                    continue  # overlap=queue: an earlier run of this task is still going
-                node = pick_node(_eligible(job, fleet), fleet.loads)
-                if node is None:
-                    continue
-                token = job.issue_report_token()
-                job.state = Job.State.DISPATCHING
-                job.node = node
-                job.dispatched_at = now
-                job.log_url = job.log_url_on(node)
-                job.updated_at = now
-                fleet.loads[node.pk] += 1
-                fleet.free -= 1
-                if job.run.crawl_id:
-                    fleet.run_nodes[job.run_id].add(node.pk)
-                placements.append(Placement(job, node, token))
-                if fleet.free <= 0 or len(placements) >= limit:
-                    break
-            if len(batch) < PLAN_CHUNK:
-                break
+        planner = Planner(now, fleet, limit)
+        placements = planner.run()
+        planner.note_reasons()
         return _claim(placements, now)

@@ -64,7 +64,9 @@ def fanout_settings(task: Task) -> dict[str, str]:
     return {**shared, **task.settings}  # a task's own settings win
 
 
-def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
+def _jobs_for(
+    run: TaskRun, task: Task, version: Version, priority: float | None = None
+) -> list[Job]:
     args = dict(task.args)
     job_settings = dict(task.settings)
     if task.fanout > 1:
@@ -80,6 +82,7 @@ def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
             version=version,
             args=args,
             settings=job_settings,
+            priority=task.priority if priority is None else priority,
         )
         for shard in range(task.fanout)
     ]
@@ -119,8 +122,10 @@ def create_run(
     *,
     missed: bool = False,
     reason: str = "",
+    priority: float | None = None,
 ) -> TaskRun | None:
-    """Record one fire of ``task``; None if another scheduler already recorded it."""
+    """Record one fire of ``task``; None if another scheduler already recorded it. Its jobs
+    get ``priority``, or the task's."""
     try:
         with transaction.atomic():
             run, version = _prepare(
@@ -132,7 +137,7 @@ def create_run(
             )
             run.save()
             if version is not None:
-                Job.objects.bulk_create(_jobs_for(run, task, version))
+                Job.objects.bulk_create(_jobs_for(run, task, version, priority))
             return run
     except IntegrityError:
         return None

@@ -6,19 +6,23 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlplane.accounts import audit
-from controlplane.jobs.models import Job
+from controlplane.jobs.models import MAX_PRIORITY, MIN_PRIORITY, Job
 from controlplane.jobs.runs import create_run
 from controlplane.refusals import Refused
 from controlplane.scheduling.editing import snapshot
 from controlplane.scheduling.models import Task, TaskRun
 
 
-def run_now(task: Task, actor: audit.Actor | None = None) -> TaskRun:
-    """A manual run; the task's overlap policy still applies (the run may be recorded skipped)."""
-    run = create_run(task, timezone.now(), TaskRun.Trigger.MANUAL)
+def run_now(task: Task, actor: audit.Actor | None = None, priority: float | None = None) -> TaskRun:
+    """A manual run; the task's overlap policy still applies (the run may be recorded skipped).
+    ``priority`` (-100..100) overrides the task's for this run's jobs."""
+    if priority is not None:
+        check_priority(priority)
+    run = create_run(task, timezone.now(), TaskRun.Trigger.MANUAL, priority=priority)
     if run is None:  # only cron fires can collide
         raise Refused("this run was already recorded", code="conflict", status=409)
-    audit.record(actor, "task.run_now", task.name, run=run.pk, state=run.state)
+    detail = {"priority": priority} if priority is not None else {}
+    audit.record(actor, "task.run_now", task.name, run=run.pk, state=run.state, **detail)
     return run
 
 
@@ -33,3 +37,10 @@ def delete_task(task: Task, actor: audit.Actor | None = None) -> None:
     with transaction.atomic():
         audit.record(actor, "task.delete", task.name, fields=snapshot(task))
         task.delete()
+
+
+def check_priority(priority: float) -> None:
+    """Refuse (422) a run priority outside MIN_PRIORITY..MAX_PRIORITY, or not a number."""
+    if not isinstance(priority, int | float) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        message = f"priority must be a number from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        raise Refused(message, fields={"priority": [message]})

@@ -180,3 +180,17 @@ class HealthSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} {self.at:%Y-%m-%d %H:%M:%S} {self.state}"
+
+
+class TagCap(models.Model):
+    """At most ``max_concurrent`` jobs in flight, together, on the nodes carrying ``tag``."""
+
+    tag = models.CharField(max_length=64, unique=True, validators=[validate_name])
+    max_concurrent = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tag"]
+
+    def __str__(self) -> str:
+        return f"{self.tag}: {self.max_concurrent}"

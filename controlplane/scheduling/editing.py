@@ -38,7 +38,11 @@ PLAIN_FIELDS = [
     "fanout",
     "error_threshold",
     "misfire_grace",
+    "priority",
+    "max_concurrent",
 ]
+# Fields that take None (no limit).
+NULLABLE_FIELDS = ("max_runtime", "max_concurrent")
 
 
 def snapshot(task: Task) -> dict[str, Any]:
@@ -57,7 +61,7 @@ def apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
     errors: dict[str, list[str]] = {}
     for key in PLAIN_FIELDS:
         if key in data:
-            if data[key] is None and key != "max_runtime":
+            if data[key] is None and key not in NULLABLE_FIELDS:
                 errors.setdefault(key, []).append("cannot be null")
                 continue
             setattr(task, key, data[key])

@@ -58,6 +58,15 @@ class Task(RecoveryPolicy):
         validators=[MinValueValidator(1), MaxValueValidator(64)],
         help_text="run a Redis-fed spider on this many nodes sharing one crawl",
     )
+    # Higher goes first among queued runs; a manual run may set its own (docs/QUEUE.md).
+    priority = models.IntegerField(
+        default=0, validators=[MinValueValidator(-100), MaxValueValidator(100)]
+    )
+    # Most of this task's jobs dispatching, pending or running at once (None: no cap); 1 means
+    # "never run this twice at once", across scheduler replicas.
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     misfire_grace = models.PositiveIntegerField(
         default=60,
         help_text="seconds a late fire may still run; older fires are recorded as missed",

@@ -21,7 +21,7 @@ from controlplane.accounts.roles import Role
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
 from controlplane.jobs import operations
-from controlplane.jobs.models import Job
+from controlplane.jobs.models import MAX_PRIORITY, MIN_PRIORITY, Job
 from controlplane.jobs.runs import create_adhoc_run
 from controlplane.refusals import Refused
 from controlplane.scheduling.models import TaskRun
@@ -108,6 +108,10 @@ def schedule(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
         priority = float(priority_text)
     except ValueError:
         raise ScrapydRefusal(f"priority is invalid: {priority_text!r} is not a number") from None
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ScrapydRefusal(
+            f"priority is invalid: {priority_text!r} is not from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
     bad = [pair for pair in settings_pairs if "=" not in pair]
     if bad:
         raise ScrapydRefusal(f"setting is invalid: {bad[0]!r} is not NAME=VALUE")

@@ -18,6 +18,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from controlplane.jobs.models import Job
+from controlplane.jobs.queueorder import waiting_text
 
 PENDING_STATES = (Job.State.QUEUED, Job.State.DISPATCHING, Job.State.PENDING)
 
@@ -74,6 +75,7 @@ def cached_listing(project: str | None, prefix: str) -> dict[str, list[dict[str,
 
 def listing(project: str | None, prefix: str) -> dict[str, list[dict[str, Any]]]:
     jobs = latest_attempts(project)
+    now = timezone.now()
     active = list(jobs.filter(state__in=Job.ACTIVE).order_by("created_at", "pk"))
     keep = settings.CRAWLFLEET_SCRAPYD_FINISHED_TO_KEEP
     ended = list(jobs.filter(state__in=Job.FINAL).order_by("-finished_at", "-pk")[:keep])
@@ -85,6 +87,8 @@ def listing(project: str | None, prefix: str) -> dict[str, list[dict[str, Any]]]
             "version": job.version.version,
             "settings": job.settings,
             "args": job.args,
+            # Not Scrapyd's: why it has not started yet ("" once it is on its node).
+            "waiting_reason": waiting_text(job, now=now),
         }
         for job in active
         if job.state in PENDING_STATES

@@ -13,6 +13,7 @@ from controlplane.api.errors import ApiError, not_found
 from controlplane.api.schemas import JobActionOut, JobDetailOut, JobListOut
 from controlplane.jobs import listing, operations
 from controlplane.jobs.models import Job
+from controlplane.jobs.queueorder import waiting_text
 
 router = Router(tags=["jobs"])
 MAX_LIMIT = 500
@@ -32,6 +33,8 @@ def job_out(job: Job, detail: bool = False) -> dict[str, Any]:
         "scrapyd_job_id": job.scrapyd_job_id,
         "state": job.state,
         "reason": job.reason,
+        "priority": job.priority,
+        "waiting_reason": waiting_text(job, position=detail),
         "cause": job.cause,
         "exit_status": job.exit_status,
         "finish_reason": job.finish_reason,

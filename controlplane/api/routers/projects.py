@@ -7,6 +7,7 @@ from ninja import File, Form, Router, Status, UploadedFile
 
 from controlplane.api.auth import OPERATOR, VIEWER
 from controlplane.api.errors import ApiError, not_found
+from controlplane.api.queueschemas import ProjectQueueIn
 from controlplane.api.schemas import (
     DeployIn,
     DeployOut,
@@ -18,6 +19,7 @@ from controlplane.api.schemas import (
 )
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
+from controlplane.deploys.queuesettings import queue_settings, save_queue_settings
 from controlplane.lib.eggs import MAX_EGG_BYTES
 from controlplane.nodes.models import Node
 
@@ -35,6 +37,7 @@ def project_out(project: Project) -> dict:
         "versions": live.count(),
         "spiders": list(current.spiders) if current else [],
         "created_at": project.created_at,
+        **queue_settings(project),
     }
 
 
@@ -100,6 +103,17 @@ def get_project(request: HttpRequest, name: str) -> dict:
     project = _project(name)
     versions = project.versions.filter(deleted_at__isnull=True).order_by("-number")
     return {**project_out(project), "version_list": [version_out(v) for v in versions]}
+
+
+@router.patch(
+    "/{name}", response=ProjectOut, auth=OPERATOR, summary="Change its share weight and caps"
+)
+def update_queue_settings(request: HttpRequest, name: str, payload: ProjectQueueIn) -> dict:
+    """``share_weight`` (0.01..1000), ``max_concurrent`` (at least 1; null: no cap),
+    ``spider_caps`` ({spider: at least 1}); 422 per field, nothing saved when anything is bad."""
+    project = _project(name)
+    save_queue_settings(project, payload.dict(exclude_unset=True), actor=request.actor)
+    return project_out(project)
 
 
 @router.get("/{name}/versions", response=list[VersionOut], auth=VIEWER)

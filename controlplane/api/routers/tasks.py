@@ -11,10 +11,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Query, Router, Status
+from ninja import Body, Query, Router, Status
 
 from controlplane.api.auth import OPERATOR, VIEWER
 from controlplane.api.errors import ApiError, not_found
+from controlplane.api.queueschemas import RunNowIn
 from controlplane.api.schemas import CronQuery, PreviewOut, RunOut, TaskIn, TaskOut, TaskPatch
 from controlplane.jobs import taskactions
 from controlplane.scheduling import cron, editing
@@ -114,9 +115,12 @@ def preview(request: HttpRequest, task_id: int, count: int = 5) -> dict:
 
 
 @router.post("/{task_id}/run", response={201: RunOut}, auth=OPERATOR, summary="Run now")
-def run_now(request: HttpRequest, task_id: int) -> Status:
-    """A manual run; the task's overlap policy still applies (the run may be skipped)."""
-    return Status(201, run_out(taskactions.run_now(_get(task_id), actor=request.actor)))
+def run_now(request: HttpRequest, task_id: int, payload: Body[RunNowIn | None] = None) -> Status:
+    """A manual run; the task's overlap policy still applies (the run may be skipped).
+    ``priority`` (-100..100) overrides the task's for this run."""
+    priority = payload.priority if payload is not None else None
+    run = taskactions.run_now(_get(task_id), actor=request.actor, priority=priority)
+    return Status(201, run_out(run))
 
 
 cron_router = Router(tags=["tasks"])

@@ -25,6 +25,7 @@ from controlplane.jobs.itemsfile import items_file, stream_items
 from controlplane.jobs.listing import attempt_chain
 from controlplane.jobs.logs import read_log
 from controlplane.jobs.models import Job
+from controlplane.jobs.queueorder import waiting_text
 from controlplane.jobs.samples import series
 
 LIVE_EVERY = 2  # seconds between refreshes of a job that is still going
@@ -61,6 +62,7 @@ def live_context(job: Job) -> dict[str, Any]:
         "successful_states": Job.SUCCESSFUL,
         "live": still_changing(job),
         "live_every": LIVE_EVERY,
+        "waiting": waiting_text(job, position=True),
         "may_cancel": not job.is_final,
         "may_retry": job.state in operations.RETRYABLE_BY_OPERATOR
         and (retried_by is None or retried_by.state == Job.State.QUEUED),

@@ -21,6 +21,8 @@ from controlplane.dashboard import paging, project_stats
 from controlplane.dashboard.access import requires
 from controlplane.dashboard.project_form import UploadForm
 from controlplane.dashboard.views import monitors
+from controlplane.dashboard.views.projectqueue import QueueForm, project_queue
+from controlplane.dashboard.views.projectqueue import initial_for as queue_initial
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.nodecalls import NodeResult
@@ -72,6 +74,7 @@ def _detail_context(request: HttpRequest, project: Project) -> dict[str, Any]:
         "view": project_stats.project_page(project),
         "result": _recall(request, project),
         **monitors.project_card(project),
+        "queue_form": QueueForm(initial=queue_initial(project)),
     }
 
 
@@ -192,6 +195,7 @@ urlpatterns = [
     path("new/", project_create, name="project_create"),
     path("<int:project_id>/", project_detail, name="project"),
     path("<int:project_id>/upload/", version_upload, name="project_upload"),
+    path("<int:project_id>/queue/", project_queue, name="project_queue"),
     path(
         "<int:project_id>/versions/<str:version>/deploy/",
         version_deploy,
