@@ -170,7 +170,7 @@ class TaskIn(Schema):
     version: str | None = None
     args: dict[str, Any] = {}
     settings: dict[str, Any] = {}
-    cron: str
+    cron: str = Field("", description="empty: runs only after after_task")
     timezone: str = "UTC"
     enabled: bool = True
     selector: str = "any"
@@ -184,6 +184,9 @@ class TaskIn(Schema):
     fanout: int = 1
     error_threshold: int = 0
     misfire_grace: int = 60
+    after_task: str | None = Field(None, description="run after this task's runs end")
+    after_condition: str = "success"
+    pass_upstream: bool = False
 
 
 class TaskPatch(Schema):
@@ -207,6 +210,9 @@ class TaskPatch(Schema):
     fanout: int | None = None
     error_threshold: int | None = None
     misfire_grace: int | None = None
+    after_task: str | None = None
+    after_condition: str | None = None
+    pass_upstream: bool | None = None
 
 
 class TaskOut(Schema):
@@ -231,6 +237,10 @@ class TaskOut(Schema):
     fanout: int
     error_threshold: int
     misfire_grace: int
+    after_task: str | None
+    after_condition: str
+    pass_upstream: bool
+    downstream_tasks: list[str] = Field(description="tasks that run after this one")
     next_run: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -255,6 +265,7 @@ class RunOut(Schema):
     state: str
     reason: str
     scheduled_for: datetime
+    upstream_run: int | None = Field(description="the run whose end started this chained run")
     jobs: list[int]
 
 

@@ -64,8 +64,10 @@ def fanout_settings(task: Task) -> dict[str, str]:
     return {**shared, **task.settings}  # a task's own settings win
 
 
-def _jobs_for(run: TaskRun, task: Task, version: Version) -> list[Job]:
-    args = dict(task.args)
+def _jobs_for(
+    run: TaskRun, task: Task, version: Version, extra_args: dict[str, str] | None = None
+) -> list[Job]:
+    args = {**task.args, **(extra_args or {})}
     job_settings = dict(task.settings)
     if task.fanout > 1:
         args["crawl_id"] = run.crawl_id
@@ -119,8 +121,12 @@ def create_run(
     *,
     missed: bool = False,
     reason: str = "",
+    upstream: TaskRun | None = None,
+    extra_args: dict[str, str] | None = None,
 ) -> TaskRun | None:
-    """Record one fire of ``task``; None if another scheduler already recorded it."""
+    """Record one fire of ``task``; None if another scheduler already recorded it (or, for a
+    chained run, if this upstream run already started one). ``extra_args`` are added to the
+    task's spider arguments."""
     try:
         with transaction.atomic():
             run, version = _prepare(
@@ -130,9 +136,10 @@ def create_run(
                 missed_reason=(reason or MISSED_REASON) if missed else "",
                 previous_active=task.overlap == Task.Overlap.SKIP and previous_run_active(task),
             )
+            run.upstream_run = upstream
             run.save()
             if version is not None:
-                Job.objects.bulk_create(_jobs_for(run, task, version))
+                Job.objects.bulk_create(_jobs_for(run, task, version, extra_args))
             return run
     except IntegrityError:
         return None
