@@ -131,14 +131,31 @@ class TaskForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"}),
     )
     cron = forms.CharField(
+        required=False,
         max_length=120,
-        help_text="minute hour day month weekday (6 fields: seconds first), or @hourly, @daily…",
+        help_text="minute hour day month weekday (6 fields: seconds first), or @hourly, @daily…; "
+        "empty when the task only runs after another task",
         widget=forms.TextInput(attrs={"class": "mono", "autocomplete": "off"}),
     )
     timezone = forms.CharField(
         max_length=64,
         help_text="an IANA name, e.g. Europe/Paris; the cron runs on this wall clock",
         widget=forms.TextInput(attrs={"list": "timezone-options", "autocomplete": "off"}),
+    )
+    after_task = forms.CharField(
+        required=False,
+        label="Run after task",
+        widget=forms.Select,
+        help_text="start a run of this task when a run of that task ends",
+    )
+    after_condition = forms.ChoiceField(
+        required=False, label="When the upstream run", choices=Task.AfterCondition.choices
+    )
+    pass_upstream = forms.BooleanField(
+        required=False,
+        label="Pass the upstream run",
+        help_text="spider arguments upstream_run, upstream_task, upstream_state, "
+        "upstream_items, upstream_pages, upstream_errors",
     )
     enabled = forms.BooleanField(required=False, help_text="a disabled task does not fire")
     misfire_grace = forms.IntegerField(
@@ -193,6 +210,9 @@ class TaskForm(forms.Form):
             (name, name) for name in Project.objects.values_list("name", flat=True)
         ]
         fields["version"].widget.choices = version_choices()
+        fields["after_task"].widget.choices = [("", "none: only its own schedule")] + [
+            (name, name) for name in Task.objects.values_list("name", flat=True)
+        ]
         fields["selector_nodes"].choices = [
             (name, name) for name in Node.objects.values_list("name", flat=True)
         ]
@@ -226,6 +246,8 @@ class TaskForm(forms.Form):
         """The fields that parsed, as ``save_task`` takes them (every field: a full replace)."""
         data = {key: value for key, value in self.cleaned_data.items() if key in self.fields}
         data["version"] = data.get("version") or None
+        data["after_task"] = data.get("after_task") or None
+        data["after_condition"] = data.get("after_condition") or Task.AfterCondition.SUCCESS
         return data
 
 
@@ -244,6 +266,7 @@ def initial_for(task: Task) -> dict[str, Any]:
     for key in ("retry_backoff", "retry_backoff_factor"):
         values[key] = f"{values[key]:g}"  # 30, not 30.0
     values["version"] = values["version"] or ""
+    values["after_task"] = values.get("after_task") or ""
     return values
 
 

@@ -9,8 +9,10 @@ of each shard decides:
   left), **cancelled** if any was cancelled, and **succeeded** otherwise.
 
 Closing a run is a conditional update, so among several pollers one closes it and only that one
-cleans up: a fan-out run's Redis keys are deleted (the workers delete them themselves when a
-crawl finishes; this catches crawls whose workers were killed, cancelled or lost).
+acts on it: the tasks that run after it are started in the same transaction
+(:mod:`controlplane.jobs.chains`), and a fan-out run's Redis keys are deleted (the workers delete
+them themselves when a crawl finishes; this catches crawls whose workers were killed, cancelled
+or lost).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlplane import events
+from controlplane.jobs import chains
 from controlplane.jobs.models import Job
 from controlplane.jobs.retry import will_retry
 from controlplane.scheduling.models import TaskRun
@@ -73,8 +76,9 @@ def evaluate(run: TaskRun, jobs: list[Job] | None = None) -> tuple[str, str] | N
 
 
 def close_run(run: TaskRun, state: str, reason: str) -> bool:
-    """Close an active run; True if this call did it (and cleaned up after it). The close and
-    its event (a failed or degraded run) are committed together."""
+    """Close an active run; True if this call did it (and cleaned up after it). The close, its
+    event (a failed or degraded run) and the runs of the tasks chained after it are committed
+    together."""
     with transaction.atomic():
         won = (
             TaskRun.objects.filter(pk=run.pk, state=TaskRun.State.ACTIVE).update(
@@ -85,6 +89,7 @@ def close_run(run: TaskRun, state: str, reason: str) -> bool:
         if won:
             run.state, run.reason = state, reason
             raise_run_event(run)
+            chains.start_downstream(run)
     if not won:
         return False
     logger.info("run %s %s: %s", run.pk, state, reason)

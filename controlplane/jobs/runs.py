@@ -65,9 +65,13 @@ def fanout_settings(task: Task) -> dict[str, str]:
 
 
 def _jobs_for(
-    run: TaskRun, task: Task, version: Version, priority: float | None = None
+    run: TaskRun,
+    task: Task,
+    version: Version,
+    priority: float | None = None,
+    extra_args: dict[str, str] | None = None,
 ) -> list[Job]:
-    args = dict(task.args)
+    args = {**task.args, **(extra_args or {})}
     job_settings = dict(task.settings)
     if task.fanout > 1:
         args["crawl_id"] = run.crawl_id
@@ -123,9 +127,12 @@ def create_run(
     missed: bool = False,
     reason: str = "",
     priority: float | None = None,
+    upstream: TaskRun | None = None,
+    extra_args: dict[str, str] | None = None,
 ) -> TaskRun | None:
-    """Record one fire of ``task``; None if another scheduler already recorded it. Its jobs
-    get ``priority``, or the task's."""
+    """Record one fire of ``task``; None if another scheduler already recorded it (or, for a
+    chained run, if this upstream run already started one). Its jobs get ``priority``, or the
+    task's; ``extra_args`` are added to the task's spider arguments."""
     try:
         with transaction.atomic():
             run, version = _prepare(
@@ -135,9 +142,10 @@ def create_run(
                 missed_reason=(reason or MISSED_REASON) if missed else "",
                 previous_active=task.overlap == Task.Overlap.SKIP and previous_run_active(task),
             )
+            run.upstream_run = upstream
             run.save()
             if version is not None:
-                Job.objects.bulk_create(_jobs_for(run, task, version, priority))
+                Job.objects.bulk_create(_jobs_for(run, task, version, priority, extra_args))
             return run
     except IntegrityError:
         return None

@@ -27,7 +27,16 @@ def run_now(task: Task, actor: audit.Actor | None = None, priority: float | None
 
 
 def delete_task(task: Task, actor: audit.Actor | None = None) -> None:
-    """Refused while a job of the task is active (it would lose its task)."""
+    """Refused while a job of the task is active (it would lose its task), and while other
+    tasks run after it (they would lose their trigger)."""
+    downstream = sorted(task.downstream.values_list("name", flat=True))
+    if downstream:
+        raise Refused(
+            f"task {task.name} has tasks that run after it ({', '.join(downstream)}); "
+            "change or delete them first",
+            code="conflict",
+            status=409,
+        )
     if Job.objects.filter(run__task=task, state__in=Job.ACTIVE).exists():
         raise Refused(
             f"task {task.name} has active jobs; cancel them or disable the task",

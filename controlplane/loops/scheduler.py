@@ -14,7 +14,8 @@ wake-up does is decided from the database, so replicas and restarts agree:
   number per task (:mod:`controlplane.scheduling.fireplan`), so a per-second task down for a week costs nothing.
 * A sync every ``CRAWLFLEET_SCHEDULER_SYNC`` seconds reloads the task table (compared by ``updated_at``)
   and adds, reschedules or removes APScheduler jobs. A task enabled again, or given a new cron or
-  timezone, starts counting from that change, not from its old bookmark.
+  timezone, starts counting from that change, not from its old bookmark. A task without a cron
+  (it only runs after another task: :mod:`controlplane.jobs.chains`) gets no APScheduler job.
 
 Dispatching runs on its own thread: right after runs are created, and every
 ``CRAWLFLEET_SCHEDULER_TICK`` seconds for jobs still queued (retries, a full fleet, overlap). Claims
@@ -217,6 +218,9 @@ class Scheduler:
             self._unschedule(pk)
 
     def _trigger(self, schedule: TaskSchedule) -> cron.WallClockCronTrigger | None:
+        if not schedule.cron:  # a chained-only task: it runs after another task, never by itself
+            self._invalid_logged.pop(schedule.task_id, None)
+            return None
         try:
             trigger = cron.parse(schedule.cron, schedule.timezone)
         except ValidationError as exc:

@@ -40,9 +40,13 @@ PLAIN_FIELDS = [
     "misfire_grace",
     "priority",
     "max_concurrent",
+    "after_condition",
+    "pass_upstream",
 ]
 # Fields that take None (no limit).
 NULLABLE_FIELDS = ("max_runtime", "max_concurrent")
+# How far up a chain the loop check walks; longer chains are refused as too long.
+MAX_CHAIN_DEPTH = 50
 
 
 def snapshot(task: Task) -> dict[str, Any]:
@@ -53,7 +57,48 @@ def snapshot(task: Task) -> dict[str, Any]:
     body["project"] = task.project.name if task.project_id else None
     body["version"] = task.version.version if task.version_id else None
     body["selector_nodes"] = sorted(task.selector_nodes.values_list("name", flat=True))
+    body["after_task"] = task.after_task.name if task.after_task_id else None
     return body
+
+
+def _set_upstream(task: Task, wanted: str | None, errors: dict[str, list[str]]) -> None:
+    """``after_task`` by name: unknown names are refused; "" or None clears it."""
+    if not wanted:
+        task.after_task = None
+        return
+    upstream = Task.objects.filter(name=wanted).first()
+    if upstream is None:
+        errors.setdefault("after_task", []).append(f"unknown task {wanted!r}")
+    else:
+        task.after_task = upstream
+
+
+def chain_loop(task: Task, lock: bool = False) -> str:
+    """The loop ``task.after_task`` would close, as ``A → B → A`` ("" when there is none).
+
+    Walks up from the upstream task; ``lock`` takes the rows walked (inside a transaction), so
+    two saves that would close one loop between them cannot both pass."""
+    if not task.after_task_id:
+        return ""
+    names = [task.name]
+    rows = Task.objects.select_for_update() if lock else Task.objects
+    current: int | None = task.after_task_id
+    for _ in range(MAX_CHAIN_DEPTH):
+        if current is None:
+            return ""
+        if task.pk and current == task.pk:
+            return " → ".join([*names, task.name])
+        row = rows.filter(pk=current).values_list("name", "after_task_id").first()
+        if row is None:
+            return ""
+        names.append(row[0])
+        current = row[1]
+    return f"a chain longer than {MAX_CHAIN_DEPTH} tasks: {' → '.join(names[:4])} → …"
+
+
+def _loop_refusal(loop: str) -> Refused:
+    message = f"would make a loop: {loop}" if "→ …" not in loop else f"would make {loop}"
+    return Refused(f"after_task: {message}", fields={"after_task": [message]})
 
 
 def apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
@@ -87,6 +132,12 @@ def apply(task: Task, data: dict[str, Any]) -> list[Node] | None:
                 task.version = version
     elif project_changed:
         task.version = None  # a version pinned in the old project cannot stay
+    if "after_task" in data:
+        _set_upstream(task, data["after_task"], errors)
+    if task.after_task_id and task.pk and task.after_task_id == task.pk:
+        errors.setdefault("after_task", []).append("a task cannot run after itself")
+    elif "after_task" not in errors and (loop := chain_loop(task)):
+        errors.setdefault("after_task", []).append(_loop_refusal(loop).fields["after_task"][0])
     nodes: list[Node] | None = None
     if "selector_nodes" in data:
         names = data["selector_nodes"] or []
@@ -139,6 +190,8 @@ def save_task(task: Task, data: dict[str, Any], actor: audit.Actor | None = None
     before = snapshot(Task.objects.get(pk=task.pk)) if not created else {}
     nodes = apply(task, data)
     with transaction.atomic():
+        if loop := chain_loop(task, lock=True):
+            raise _loop_refusal(loop)  # another save closed the loop in the meantime
         task.save()
         if nodes is not None or created:
             task.selector_nodes.set(nodes or [])

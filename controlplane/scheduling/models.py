@@ -31,6 +31,11 @@ class Task(RecoveryPolicy):
         QUEUE = "queue", "queue it until the previous run ends"
         ALLOW = "allow", "run both"
 
+    class AfterCondition(models.TextChoices):
+        SUCCESS = "success", "on success (succeeded or degraded)"
+        CLEAN = "clean", "on clean success (succeeded; not degraded)"
+        ALWAYS = "always", "always (succeeded, degraded, failed or cancelled)"
+
     name = models.CharField(max_length=64, unique=True, validators=[validate_name])
     project = models.ForeignKey("deploys.Project", on_delete=models.PROTECT, related_name="tasks")
     spider = models.CharField(max_length=100, validators=[validate_name])
@@ -40,7 +45,10 @@ class Task(RecoveryPolicy):
     )
     args = models.JSONField(default=dict, blank=True, validators=[validate_spider_args])
     settings = models.JSONField(default=dict, blank=True, validators=[validate_spider_settings])
-    cron = models.CharField(max_length=120, help_text="5 fields, or 6 with seconds first")
+    # Empty: no schedule of its own, only runs after ``after_task`` (a chained-only task).
+    cron = models.CharField(
+        max_length=120, blank=True, help_text="5 fields, or 6 with seconds first"
+    )
     timezone = models.CharField(max_length=64, default="UTC")
     enabled = models.BooleanField(default=True)
 
@@ -71,6 +79,16 @@ class Task(RecoveryPolicy):
         default=60,
         help_text="seconds a late fire may still run; older fires are recorded as missed",
     )
+    # Chains: a run of this task starts when a run of ``after_task`` ends (jobs/chains.py).
+    after_task = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="downstream"
+    )
+    after_condition = models.CharField(
+        max_length=7, choices=AfterCondition.choices, default=AfterCondition.SUCCESS
+    )
+    pass_upstream = models.BooleanField(
+        default=False, help_text="add the upstream run's outcome and figures as spider arguments"
+    )
     # Fires at or before this instant have been handled (dispatched, missed or skipped).
     fired_through = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -82,6 +100,10 @@ class Task(RecoveryPolicy):
 
     def __str__(self) -> str:
         return self.name
+
+    def chain_matches(self, upstream_state: str) -> bool:
+        """Whether an upstream run that ended in ``upstream_state`` starts a run of this task."""
+        return upstream_state in CHAIN_STATES[self.after_condition]
 
     def trigger(self) -> CronTrigger:
         return cron.parse(self.cron, self.timezone)
@@ -97,15 +119,26 @@ class Task(RecoveryPolicy):
             return super().delete(*args, **kwargs)
 
     def next_runs(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
+        if not self.cron:
+            return []  # a chained-only task never fires by itself
         return cron.next_fire_times(self.trigger(), after or timezone.now(), count)
 
     def clean(self) -> None:
         errors: dict[str, list[str]] = {}
+        if not self.cron and not self.after_task_id:
+            errors["cron"] = ["required, unless the task runs after another task (after_task)"]
         try:
-            self.trigger()
+            if self.cron:
+                self.trigger()
+            else:
+                cron.zone(self.timezone)
         except ValidationError as exc:
             key = "timezone" if "timezone" in exc.messages[0] else "cron"
             errors.setdefault(key, []).extend(exc.messages)
+        if self.pass_upstream and (taken := sorted(set(self.args or {}) & set(UPSTREAM_ARGS))):
+            errors.setdefault("args", []).append(
+                f"{', '.join(taken)} are set by the upstream run (pass_upstream)"
+            )
         if self.selector == self.Selector.TAGS and not self.selector_tags:
             errors.setdefault("selector_tags", []).append("select at least one tag")
         if self.project_id and self.spider:
@@ -121,6 +154,17 @@ class Task(RecoveryPolicy):
             raise ValidationError(errors)
 
 
+# The spider arguments a chained run gets from its upstream run when ``pass_upstream`` is set.
+UPSTREAM_ARGS = (
+    "upstream_run",
+    "upstream_task",
+    "upstream_state",
+    "upstream_items",
+    "upstream_pages",
+    "upstream_errors",
+)
+
+
 class TaskRun(models.Model):
     """One fire of a task (or one manual/API run): the unit that must happen exactly once."""
 
@@ -128,6 +172,7 @@ class TaskRun(models.Model):
         CRON = "cron", "cron"
         MANUAL = "manual", "manual"
         API = "api", "API"
+        CHAIN = "chain", "chain"
 
     class State(models.TextChoices):
         ACTIVE = "active", "active"
@@ -145,6 +190,10 @@ class TaskRun(models.Model):
     scheduled_for = models.DateTimeField()
     state = models.CharField(max_length=9, choices=State.choices, default=State.ACTIVE)
     reason = models.TextField(blank=True)
+    # A chained run: the run of the upstream task whose end started it.
+    upstream_run = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="downstream_runs"
+    )
     # Fan-out runs share one Redis crawl; its keys are namespaced by this id.
     crawl_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -158,7 +207,13 @@ class TaskRun(models.Model):
                 fields=["task", "scheduled_for"],
                 condition=models.Q(trigger="cron"),
                 name="one_run_per_cron_fire",
-            )
+            ),
+            # A chain starts a downstream task once per upstream run, however often it is asked.
+            models.UniqueConstraint(
+                fields=["task", "upstream_run"],
+                condition=models.Q(trigger="chain"),
+                name="one_chain_run_per_upstream_run",
+            ),
         ]
         indexes = [
             models.Index(fields=["state", "task"]),
@@ -172,3 +227,11 @@ class TaskRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task or 'ad-hoc'} @ {self.scheduled_for:%Y-%m-%d %H:%M:%S}"
+
+
+_ENDED_WELL = {TaskRun.State.SUCCEEDED, TaskRun.State.DEGRADED}
+CHAIN_STATES: dict[str, set[str]] = {
+    Task.AfterCondition.SUCCESS: _ENDED_WELL,
+    Task.AfterCondition.CLEAN: {TaskRun.State.SUCCEEDED},
+    Task.AfterCondition.ALWAYS: _ENDED_WELL | {TaskRun.State.FAILED, TaskRun.State.CANCELLED},
+}

@@ -329,7 +329,10 @@ def test_task_validation_reports_every_field(operator, project):
     )
     assert "unknown project" in unknown["fields"]["project"][0]
     missing = assert_error(operator.post("/tasks", {"name": "x"}), 422)
-    assert {"project", "spider", "cron"} <= set(missing["fields"])
+    assert {"project", "spider"} <= set(missing["fields"])
+    no_cron = {key: value for key, value in TASK.items() if key != "cron"}
+    unscheduled = assert_error(operator.post("/tasks", no_cron), 422)
+    assert "unless the task runs after another task" in unscheduled["fields"]["cron"][0]
     nodes = assert_error(operator.post("/tasks", {**TASK, "selector": "nodes"}), 422)
     assert "selector_nodes" in nodes["fields"]
 

@@ -123,6 +123,19 @@ def test_fires_of_a_task_with_an_invalid_cron_are_not_attempted(db, caplog):
     assert "is not scheduled: cron expression '99 * * * *'" in caplog.text
 
 
+def test_a_chained_only_task_without_cron_is_left_alone(db, caplog):
+    project = project_with_version()
+    upstream = new_task(project, cron="* * * * * *")
+    chained = new_task(project, cron="", after_task=upstream)
+    scheduler = Scheduler(dispatch_jobs=False)
+    scheduler.sync()
+    assert scheduler.schedules[chained.pk].trigger is None
+    assert scheduler.schedules[chained.pk].next_fire is None
+    assert scheduler.fire_due(timezone.now() + timedelta(seconds=5)) > 0
+    assert runs_of(chained) == []  # only its upstream fired; it runs when those runs end
+    assert "not scheduled" not in caplog.text
+
+
 def test_a_fire_whose_transaction_failed_is_tried_again(db, monkeypatch):
     from controlplane.loops import scheduler as scheduler_module
 

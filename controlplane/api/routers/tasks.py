@@ -16,7 +16,7 @@ from ninja import Body, Query, Router, Status
 from controlplane.api.auth import OPERATOR, VIEWER
 from controlplane.api.errors import ApiError, not_found
 from controlplane.api.queueschemas import RunNowIn
-from controlplane.api.schemas import CronQuery, PreviewOut, RunOut, TaskIn, TaskOut, TaskPatch
+from controlplane.api.taskschemas import CronQuery, PreviewOut, RunOut, TaskIn, TaskOut, TaskPatch
 from controlplane.jobs import taskactions
 from controlplane.scheduling import cron, editing
 from controlplane.scheduling.editing import PLAIN_FIELDS
@@ -37,6 +37,8 @@ def task_out(task: Task) -> dict[str, Any]:
         project=task.project.name,
         version=task.version.version if task.version else None,
         selector_nodes=sorted(n.name for n in task.selector_nodes.all()),
+        after_task=task.after_task.name if task.after_task else None,
+        downstream_tasks=sorted(t.name for t in task.downstream.all()),
         next_run=upcoming[0] if upcoming else None,
         created_at=task.created_at,
         updated_at=task.updated_at,
@@ -52,12 +54,15 @@ def run_out(run: TaskRun) -> dict[str, Any]:
         "state": run.state,
         "reason": run.reason,
         "scheduled_for": run.scheduled_for,
+        "upstream_run": run.upstream_run_id,
         "jobs": sorted(run.jobs.values_list("pk", flat=True)),
     }
 
 
 def _get(task_id: int) -> Task:
-    task = Task.objects.select_related("project", "version").filter(pk=task_id).first()
+    task = (
+        Task.objects.select_related("project", "version", "after_task").filter(pk=task_id).first()
+    )
     if task is None:
         raise not_found(f"task {task_id}")
     return task
@@ -67,7 +72,9 @@ def _get(task_id: int) -> Task:
 def list_tasks(
     request: HttpRequest, project: str | None = None, enabled: bool | None = None
 ) -> list[dict[str, Any]]:
-    tasks = Task.objects.select_related("project", "version").prefetch_related("selector_nodes")
+    tasks = Task.objects.select_related("project", "version", "after_task").prefetch_related(
+        "selector_nodes", "downstream"
+    )
     if project:
         tasks = tasks.filter(project__name=project)
     if enabled is not None:

@@ -77,9 +77,17 @@ def shard_rows(result: Progress, run: TaskRun) -> list[dict[str, Any]]:
     return [{**row, "latest": by_pk[row["job"]]} for row in result.per_shard]
 
 
+def chained_after(run: TaskRun) -> list[TaskRun]:
+    """The runs a run's end started (chains); none while it is active, so no query then."""
+    if run.state == TaskRun.State.ACTIVE or not run.task_id:
+        return []
+    return list(run.downstream_runs.select_related("task").order_by("pk"))
+
+
 @requires()
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(with_jobs(TaskRun.objects.select_related("task")), pk=run_id)
+    runs = TaskRun.objects.select_related("task", "upstream_run__task")
+    run = get_object_or_404(with_jobs(runs), pk=run_id)
     result = progress(run)
     ended_recently = run.finished_at and timezone.now() - run.finished_at < ENDED_GRACE
     context = {
@@ -88,6 +96,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "shards": shard_rows(result, run),
         "fanout": bool(run.crawl_id) or result.shards > 1,
         "jobs": sorted(run.jobs.all(), key=lambda j: (j.shard, j.attempt, j.pk)),
+        "downstream_runs": chained_after(run),
         "live": run.state == TaskRun.State.ACTIVE or bool(ended_recently),
         "live_every": job.LIVE_EVERY,
     }

@@ -41,7 +41,9 @@ ENABLED_FILTERS = {"yes": True, "no": False}
 
 
 def _task(task_id: int) -> Task:
-    tasks = Task.objects.select_related("project", "project__current_version", "version").defer(
+    tasks = Task.objects.select_related(
+        "project", "project__current_version", "version", "after_task"
+    ).defer(
         "project__current_version__egg",
         "version__egg",  # eggs are megabytes
     )
@@ -62,7 +64,7 @@ def _back(request: HttpRequest, task: Task | None = None) -> HttpResponseRedirec
 @requires()
 def task_list(request: HttpRequest) -> HttpResponse:
     """Tasks by name (keyset on the unique name), filtered by project and enabled."""
-    tasks = task_stats.with_last_run(Task.objects.select_related("project"))
+    tasks = task_stats.with_last_run(Task.objects.select_related("project", "after_task"))
     project = request.GET.get("project", "")
     enabled = request.GET.get("enabled", "")
     if project:
@@ -129,6 +131,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         success_days=task_stats.SUCCESS_DAYS,
         chart_json=task_stats.chart_json(task),
         nodes=sorted(task.selector_nodes.values_list("name", flat=True)),
+        downstream=list(task.downstream.order_by("name").only("pk", "name", "after_condition")),
         run_version=version,
         active_jobs=Job.objects.filter(run__task=task, state__in=Job.ACTIVE).count(),
         **monitors.task_card(task),
