@@ -7,7 +7,7 @@ Authentication and roles are in ``controlplane.api.auth``, the error envelope in
 from ninja import NinjaAPI, Swagger
 
 from controlplane.api import errors
-from controlplane.api.routers import audit, jobs, nodes, projects, report, tasks, tokens
+from controlplane.api.routers import alerts, audit, jobs, nodes, projects, report, tasks, tokens
 
 api = NinjaAPI(
     title="crawlfleet",
@@ -31,3 +31,4 @@ api.add_router("/jobs", jobs.router)
 api.add_router("/tokens", tokens.router)
 api.add_router("/audit", audit.router)
 api.add_router("/report", report.router)
+api.add_router("/alerts", alerts.router)

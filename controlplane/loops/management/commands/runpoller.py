@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from controlplane.loops.alerter import Alerter
 from controlplane.loops.poller import Poller
 
 
@@ -22,6 +23,11 @@ class Command(BaseCommand):
             default=None,
             help="seconds between cycles (default: CRAWLFLEET_POLL_INTERVAL)",
         )
+        parser.add_argument(
+            "--no-alerts",
+            action="store_true",
+            help="do not send alerts from this process (run `crawlfleet alerts` instead)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
@@ -34,4 +40,13 @@ class Command(BaseCommand):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
+        alerts = None
+        if not options["no_alerts"]:
+            # The alert sender in its own thread: a slow channel never delays a poll cycle.
+            alerts = Alerter().start_thread(stop) if not options["once"] else None
         Poller(interval=options["interval"]).run(stop, once=options["once"])
+        if options["once"] and not options["no_alerts"]:
+            Alerter().run(stop, once=True)
+        if alerts is not None:
+            stop.set()
+            alerts.join(timeout=30)
