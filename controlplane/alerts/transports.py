@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from urllib.parse import urlsplit
 
@@ -127,7 +128,7 @@ def apprise_notify(channel: Channel, message: Message) -> None:
     for url in channel.apprise_urls:
         if not notifier.add(url):
             raise SendError(f"apprise does not know the URL scheme {url.partition('://')[0]!r}")
-    with apprise.LogCapture(level="WARNING") as captured:
+    with apprise.LogCapture(level=logging.WARNING) as captured:
         ok = notifier.notify(title=message.subject, body=message.text)
         logs = captured.getvalue() if hasattr(captured, "getvalue") else ""
     if not ok:

@@ -41,7 +41,6 @@ class Alerter:
     def cycle(self, now: datetime | None = None) -> AlertCycle:
         """One batch of routing, one batch of sending (``now``: the clock, for tests)."""
         started = time.monotonic()
-        close_old_connections()
         result = AlertCycle()
         result.routed = routing.route_batch(now)
         result.sending = sending.send_due(now or timezone.now())
@@ -56,6 +55,7 @@ class Alerter:
         try:
             while not stop.is_set():
                 started = time.monotonic()
+                close_old_connections()
                 try:
                     result = self.cycle()
                 except Exception:
