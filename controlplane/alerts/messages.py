@@ -102,7 +102,7 @@ def compose(delivery: Delivery) -> Message:
         "group": delivery.group_key,
         "digest": delivery.digest,
         "test": delivery.test,
-        "subject": subject,
+        "subject": one_line(subject),
         "text": "\n".join(lines),
         "event_count": total,
         "counts": dict(counts),
@@ -110,7 +110,13 @@ def compose(delivery: Delivery) -> Message:
         "last_at": newest[0].created_at.isoformat(),
         "events": [event_payload(event) for event in newest],
     }
-    return Message(subject[:300], "\n".join(lines), payload, newest[0].kind)
+    return Message(one_line(subject), "\n".join(lines), payload, newest[0].kind)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A subject: one line (a mail header must not break), at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def event_payload(event: AlertEvent) -> dict[str, Any]:

@@ -223,6 +223,15 @@ def test_email_through_the_locmem_backend(db, fast_retries):
     assert Delivery.objects.get().state == "sent"
 
 
+def test_a_multiline_summary_makes_a_one_line_subject(db, fast_retries):
+    rule(services.create_channel({"name": "m", "kind": "email", "recipients": ["a@example.com"]}))
+    raise_event(NODE_DOWN, "node n1 is down: Traceback\n  line 2\r\nboom", node_id=1)
+    Alerter().cycle()
+    [message] = mail.outbox
+    assert message.subject == "[crawlfleet] node n1 is down: Traceback line 2 boom"
+    assert Delivery.objects.get().state == "sent"
+
+
 def test_apprise_json_url_reaches_the_receiver(db, webhook_receiver, fast_retries):
     target = webhook_receiver.url.replace("http://", "json://") + "/apprise-path"
     channel = services.create_channel({"name": "chat", "kind": "apprise", "apprise_urls": [target]})
