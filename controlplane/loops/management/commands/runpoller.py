@@ -40,13 +40,14 @@ class Command(BaseCommand):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
-        alerts = None
-        if not options["no_alerts"]:
+        thread = None
+        send_alerts = not options["no_alerts"]
+        if send_alerts and not options["once"]:
             # The alert sender in its own thread: a slow channel never delays a poll cycle.
-            alerts = Alerter().start_thread(stop) if not options["once"] else None
+            thread = Alerter().start_thread(stop)
         Poller(interval=options["interval"]).run(stop, once=options["once"])
-        if options["once"] and not options["no_alerts"]:
-            Alerter().run(stop, once=True)
-        if alerts is not None:
+        if send_alerts and options["once"]:
+            Alerter().run(stop, once=True)  # what this cycle raised goes out before exiting
+        if thread is not None:
             stop.set()
-            alerts.join(timeout=30)
+            thread.join(timeout=30)
