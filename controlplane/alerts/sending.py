@@ -111,7 +111,10 @@ def _attempt(delivery: Delivery, now: datetime, result: SendResult) -> None:
     started = timezone.now()
     message = None
     try:
-        message = messages.compose(delivery)
+        if delivery.test:  # a test alert whose sender (a web request) died mid-send
+            message = messages.test_message(delivery.channel.name, str(delivery.uid), now)
+        else:
+            message = messages.compose(delivery)
         if not delivery.channel.enabled:
             raise transports.SendError(f"channel {delivery.channel.name} is disabled")
         transports.send(delivery.channel, message, str(delivery.uid))
