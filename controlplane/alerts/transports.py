@@ -113,11 +113,16 @@ def redact(text: str, urls: list[str]) -> str:
     """``text`` without any part of ``urls`` that could be a token."""
     for url in urls:
         rest = url.partition("://")[2]
+        host = rest.rpartition("@")[2].split("/")[0].split(":")[0]
         parts = [rest] + [p for p in rest.replace("?", "/").replace("&", "/").split("/") if p]
-        for part in sorted(parts, key=len, reverse=True):
-            for piece in {part, *part.replace("@", ":").replace("=", ":").split(":")}:
-                if len(piece) >= 6:
-                    text = text.replace(piece, "***")
+        pieces = {
+            piece
+            for part in parts
+            for piece in (part, *part.replace("@", ":").replace("=", ":").split(":"))
+            if len(piece) >= 6 and piece != host
+        }
+        for piece in sorted(pieces, key=len, reverse=True):  # whole URL first, then its parts
+            text = text.replace(piece, "***")
     return text
 
 
@@ -128,7 +133,7 @@ def apprise_notify(channel: Channel, message: Message) -> None:
     for url in channel.apprise_urls:
         if not notifier.add(url):
             raise SendError(f"apprise does not know the URL scheme {url.partition('://')[0]!r}")
-    with apprise.LogCapture(level=logging.WARNING) as captured:
+    with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
         ok = notifier.notify(title=message.subject, body=message.text)
         logs = captured.getvalue() if hasattr(captured, "getvalue") else ""
     if not ok:

@@ -291,3 +291,20 @@ def test_events_during_a_send_join_the_retried_delivery(db, webhook_receiver, fa
     first.refresh_from_db()
     assert (first.state, first.event_count, first.events.count()) == ("pending", 2, 2)
     assert Delivery.objects.count() == 1
+
+
+def test_a_failed_apprise_call_says_why_without_its_token(db, fast_retries):
+    from controlplane.lib.procutil import free_port
+
+    token = "s3cretChatToken42"
+    dead = f"json://user:{token}@127.0.0.1:{free_port()}/hooks/{token}"
+    channel = services.create_channel({"name": "chat", "kind": "apprise", "apprise_urls": [dead]})
+    rule(channel)
+    node_event()
+    Alerter().cycle()
+    delivery = Delivery.objects.get()
+    assert delivery.state == "pending"
+    assert delivery.last_error.startswith("apprise: not delivered: A Connection error")
+    assert "127.0.0.1" in delivery.last_error
+    assert token not in delivery.last_error
+    assert token not in delivery.history.get().error
