@@ -3,7 +3,7 @@
 Each subcommand lives in ``controlplane.commands.<module>`` and exposes ``add_arguments(parser)``
 and ``run(args) -> int``. Modules are imported only when their subcommand runs, so ``crawlfleet
 node`` on a Scrapyd host never imports Django. The long-running loops are management commands
-that own their options; ``crawlfleet scheduler`` and ``crawlfleet poller`` hand them every
+that own their options; ``crawlfleet scheduler``, ``poller`` and ``alerts`` hand them every
 argument unparsed.
 """
 
@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # subcommand -> (management command, one-line help): loops whose options are the command's own
 LOOPS: dict[str, tuple[str, str]] = {
     "scheduler": ("runscheduler", "fire cron tasks and dispatch jobs"),
-    "poller": ("runpoller", "watch nodes and jobs, detect failures, retry"),
+    "poller": ("runpoller", "watch nodes and jobs, detect failures, retry, send alerts"),
+    "alerts": ("runalerts", "send alerts only (pollers send them too, unless --no-alerts)"),
 }
 
 

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "controlplane.scheduling",
     "controlplane.monitors",
     "controlplane.jobs",
+    "controlplane.alerts",
     "controlplane.loops",
     "controlplane.api",
     "controlplane.dashboard",
@@ -225,3 +226,32 @@ CRAWLFLEET_SCRAPYD_LOG_LIMIT = int(os.environ.get("CRAWLFLEET_SCRAPYD_LOG_LIMIT"
 CRAWLFLEET_SCRAPYD_PORTS = [
     int(port) for port in os.environ.get("CRAWLFLEET_SCRAPYD_PORTS", "").split(",") if port.strip()
 ]
+
+# --- alerts (docs/ALERTS.md) ---------------------------------------------------------------------
+# Email goes through Django's mail backend: SMTP by default; "django.core.mail.backends.
+# filebased.EmailBackend" with EMAIL_FILE_PATH, or the console backend, for trials.
+EMAIL_BACKEND = os.environ.get(
+    "CRAWLFLEET_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = _env_float("EMAIL_TIMEOUT", 10.0)
+if os.environ.get("EMAIL_FILE_PATH"):
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "crawlfleet@localhost")
+# Seconds between cycles of the alert sender (in the poller, or ``crawlfleet alerts``).
+CRAWLFLEET_ALERT_INTERVAL = _env_float("CRAWLFLEET_ALERT_INTERVAL", 2.0)
+# Timeout of one webhook or apprise call, in seconds.
+CRAWLFLEET_ALERT_SEND_TIMEOUT = _env_float("CRAWLFLEET_ALERT_SEND_TIMEOUT", 10.0)
+# A delivery claimed this long ago and still sending belongs to a dead sender: taken over.
+CRAWLFLEET_ALERT_CLAIM_TIMEOUT = _env_float("CRAWLFLEET_ALERT_CLAIM_TIMEOUT", 120.0)
+# Tries of a delivery before it is marked failed; the wait doubles from the base, to the cap.
+CRAWLFLEET_ALERT_MAX_ATTEMPTS = int(os.environ.get("CRAWLFLEET_ALERT_MAX_ATTEMPTS", 6))
+CRAWLFLEET_ALERT_RETRY_BASE = _env_float("CRAWLFLEET_ALERT_RETRY_BASE", 30.0)
+CRAWLFLEET_ALERT_RETRY_CAP = _env_float("CRAWLFLEET_ALERT_RETRY_CAP", 3600.0)
+# Sent and failed deliveries, and routed events, are kept this many days.
+CRAWLFLEET_ALERT_KEEP_DAYS = _env_float("CRAWLFLEET_ALERT_KEEP_DAYS", 30.0)

@@ -83,3 +83,34 @@ def validate_caps(value: Any) -> None:
             raise ValidationError(f"{name!r} is not a name (letters, digits, '_', '.', '-')")
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise ValidationError(f"the cap of {name} must be a whole number of at least 1")
+
+
+def validate_webhook_url(value: str) -> None:
+    """An alert webhook: an http(s) URL with a host (a query is allowed, a fragment is not)."""
+    parts = urlsplit(value or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("must be an http:// or https:// URL with a host")
+    if parts.fragment:
+        raise ValidationError("a webhook URL has no fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValidationError(f"malformed port: {exc}") from exc
+
+
+def validate_email_list(value: Any, limit: int = 50) -> None:
+    """A non-empty list of at most ``limit`` email addresses."""
+    from django.core.validators import validate_email
+
+    if not isinstance(value, list) or not value:
+        raise ValidationError("give a list of one or more email addresses")
+    if len(value) > limit:
+        raise ValidationError(f"at most {limit} recipients")
+    bad = []
+    for address in value:
+        try:
+            validate_email(address if isinstance(address, str) else "")
+        except ValidationError:
+            bad.append(repr(address))
+    if bad:
+        raise ValidationError(f"not a valid email address: {', '.join(bad)}")

@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.fixtures.dashboard",
     "tests.fixtures.taskpages",
     "tests.fixtures.joblists",
+    "tests.fixtures.webhook",
 ]
 
 SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres")

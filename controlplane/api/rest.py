@@ -8,6 +8,7 @@ from ninja import NinjaAPI, Swagger
 
 from controlplane.api import errors
 from controlplane.api.routers import (
+    alerts,
     audit,
     jobs,
     monitors,
@@ -43,3 +44,4 @@ api.add_router("/tokens", tokens.router)
 api.add_router("/audit", audit.router)
 api.add_router("/report", report.router)
 api.add_router("/tag-caps", tagcaps.router)
+api.add_router("/alerts", alerts.router)

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from controlplane.deploys.models import NodeDeployment, Version
+from controlplane.events import DEPLOY_FAILED, raise_event
 from controlplane.lib.scrapyd import ScrapydError, summarize
 from controlplane.nodes.models import Node
 
@@ -123,7 +125,36 @@ def spiders_from(nodes: Iterable[Node], project: str, version: str) -> list[str]
 
 
 def record(version: Version, results: Iterable[NodeResult]) -> None:
-    """One NodeDeployment per node: what the dispatcher trusts when it picks nodes."""
+    """One NodeDeployment per node: what the dispatcher trusts when it picks nodes; and one
+    deploy_failed event for the nodes that did not take the version, in the same transaction."""
+    results = list(results)
+    with transaction.atomic():
+        _record(version, results)
+        # An unreachable node is caught up when it is back (and its node_down says enough).
+        failed = [r for r in results if r.action == "deploy" and not r.ok and not r.unreachable]
+        if failed:
+            _raise_deploy_failed(version, failed)
+
+
+def _raise_deploy_failed(version: Version, failed: list[NodeResult]) -> None:
+    project = version.project
+    names = ", ".join(r.node for r in failed)
+    reason = failed[0].message or "rejected"
+    raise_event(
+        DEPLOY_FAILED,
+        f"deploy of {project.name} {version.version} failed on {names}: {reason}",
+        project_id=project.pk,
+        node_id=failed[0].node_id if len(failed) == 1 else None,
+        detail={
+            "project": project.name,
+            "version": version.version,
+            "nodes": [r.as_dict() for r in failed],
+        },
+        group=f"deploy_failed:project:{project.pk}",
+    )
+
+
+def _record(version: Version, results: list[NodeResult]) -> None:
     for result in results:
         if result.action == "delete":
             state = NodeDeployment.State.REMOVED if result.ok else None

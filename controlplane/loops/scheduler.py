@@ -49,6 +49,7 @@ from controlplane.jobs import placement
 from controlplane.jobs.runs import Fire, record_fires
 from controlplane.scheduling import cron
 from controlplane.scheduling.fireplan import ONE_MICROSECOND, FirePlan, TaskSchedule, plan_fires
+from controlplane.scheduling.missed import report_missed
 from controlplane.scheduling.models import Task, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -325,6 +326,7 @@ class Scheduler:
                 advances[(task.fired_through, plan.newest)].append(task.pk)
                 handled.append((schedule, plan.newest, following if known is not None else None))
             created = record_fires(fires)
+            report_missed(created)
             for (old, new), ids in advances.items():
                 bookmark = Task.objects.filter(pk__in=ids)
                 bookmark = (

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
+from controlplane.events import NODE_BACK, NODE_DOWN, raise_event
 from controlplane.lib.scrapyd import ScrapydClient
 from controlplane.validators import validate_name, validate_node_url, validate_tags
 
@@ -124,24 +125,49 @@ class Node(models.Model):
             new = self.State.DOWN if failing_long or old == self.State.DOWN else self.State.DEGRADED
             if old == self.State.UNKNOWN and not failing_long:
                 new = self.State.DOWN if self.last_seen is None else self.State.DEGRADED
-        if new != old:
-            self.state = new
-            self.state_since = now
-        self.save(
-            update_fields=[
-                "last_checked",
-                "last_latency",
-                "last_seen",
-                "last_error",
-                "consecutive_failures",
-                "running",
-                "pending",
-                "state",
-                "state_since",
-                "updated_at",
-            ]
-        )
+        with transaction.atomic():
+            self.save(
+                update_fields=[
+                    "last_checked",
+                    "last_latency",
+                    "last_seen",
+                    "last_error",
+                    "consecutive_failures",
+                    "running",
+                    "pending",
+                    "updated_at",
+                ]
+            )
+            if new != old and not self._flip(old, new, now):
+                # Another poller flipped it first (and raised the event): nothing changed here.
+                return self.state, self.state
         return old, new
+
+    def _flip(self, old: str, new: str, now: datetime) -> bool:
+        """Change the state only if it is still ``old`` (several pollers check each node), and
+        raise node_down / node_back in the same transaction: one event per change."""
+        won = Node.objects.filter(pk=self.pk, state=old).update(state=new, state_since=now) == 1
+        if not won:
+            self.refresh_from_db(fields=["state", "state_since"])
+            return False
+        self.state, self.state_since = new, now
+        if new == self.State.DOWN:
+            raise_event(
+                NODE_DOWN,
+                f"node {self.name} is down: {self.last_error or 'no answer'}"[:500],
+                node_id=self.pk,
+                detail={"node": self.name, "url": self.url, "was": old, "error": self.last_error},
+                group=f"node:{self.pk}",
+            )
+        elif old == self.State.DOWN:
+            raise_event(
+                NODE_BACK,
+                f"node {self.name} is back ({new})",
+                node_id=self.pk,
+                detail={"node": self.name, "url": self.url, "state": new},
+                group=f"node:{self.pk}",
+            )
+        return True
 
     def down_longer_than(self, seconds: float) -> bool:
         return self.state == self.State.DOWN and timezone.now() - self.state_since > timedelta(

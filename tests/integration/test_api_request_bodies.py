@@ -17,6 +17,7 @@ from django.apps import apps
 from django.test import Client
 
 from controlplane.accounts.models import ApiToken
+from controlplane.alerts.models import AlertRule, Channel
 from controlplane.api.errors import CODES
 from controlplane.api.request_body import MAX_JSON_BYTES
 from controlplane.api.rest import api
@@ -125,6 +126,8 @@ def targets(db) -> dict[str, Any]:
     job.state = Job.State.RUNNING
     job.save()
     token, admin_secret = ApiToken.create("root", ApiToken.Role.ADMIN)
+    channel = Channel.objects.create(name="hook", kind="webhook", url="http://127.0.0.1:9/in")
+    rule = AlertRule.objects.create(name="all", channel=channel)
     return {
         "params": {
             "node_id": node.pk,
@@ -134,6 +137,8 @@ def targets(db) -> dict[str, Any]:
             "job_id": job.pk,
             "token_id": token.pk,
             "scrapyd_job_id": job.scrapyd_job_id,
+            "channel_id": channel.pk,
+            "rule_id": rule.pk,
         },
         "admin": admin_secret,
         "report": report_secret,

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from controlplane.loops.alerter import Alerter
 from controlplane.loops.poller import Poller
 
 
@@ -22,6 +23,11 @@ class Command(BaseCommand):
             default=None,
             help="seconds between cycles (default: CRAWLFLEET_POLL_INTERVAL)",
         )
+        parser.add_argument(
+            "--no-alerts",
+            action="store_true",
+            help="do not send alerts from this process (run `crawlfleet alerts` instead)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
@@ -34,4 +40,14 @@ class Command(BaseCommand):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGINT, request_stop)
+        thread = None
+        send_alerts = not options["no_alerts"]
+        if send_alerts and not options["once"]:
+            # The alert sender in its own thread: a slow channel never delays a poll cycle.
+            thread = Alerter().start_thread(stop)
         Poller(interval=options["interval"]).run(stop, once=options["once"])
+        if send_alerts and options["once"]:
+            Alerter().run(stop, once=True)  # what this cycle raised goes out before exiting
+        if thread is not None:
+            stop.set()
+            thread.join(timeout=30)

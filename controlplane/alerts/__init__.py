@@ -1,0 +1,1 @@
+"""Alerting: operational events queued, routed to channels by rules, grouped, and delivered."""
