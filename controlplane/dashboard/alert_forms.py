@@ -57,6 +57,7 @@ class ChannelForm(RefusalsMixin, forms.Form):
     """The fields every kind has; one subclass per kind adds its own."""
 
     kind: str = ""
+    field_order = ("name", "url", "secret", "clear_secret", "recipients", "apprise_urls", "enabled")
     name = forms.CharField(max_length=64, help_text="letters, digits, '_', '.', '-'")
     enabled = forms.BooleanField(
         required=False, initial=True, help_text="a disabled channel sends nothing"
