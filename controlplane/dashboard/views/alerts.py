@@ -3,7 +3,8 @@ on the REST API), test alerts, and the delivery history with each delivery's eve
 
 Every change goes through :mod:`controlplane.alerts.services`, which validates, hides secrets and
 audits; these views turn forms into its data and its refusals back into messages beside the
-fields. No page ever carries a channel's secret or apprise URLs, nor a webhook's path.
+fields. No page ever carries a channel's secret or apprise URLs; a webhook's full URL (its path
+may hold a token) is only in an admin's edit form, as on the REST API; lists show its host.
 """
 
 from __future__ import annotations
