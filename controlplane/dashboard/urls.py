@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from controlplane.dashboard.views import (
     accounts,
+    alerts,
     audit,
     nodes,
     overview,
@@ -22,6 +23,7 @@ urlpatterns = [
     path("projects/", include(projects)),
     path("tasks/", include(tasks)),
     path("", include(runs)),  # runs/ and jobs/
+    path("alerts/", include(alerts)),
     path("audit/", include(audit)),
     path("accounts/", include(accounts)),  # users and tokens
 ]

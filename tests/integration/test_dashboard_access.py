@@ -10,7 +10,7 @@ from controlplane.accounts.models import AuditEntry
 from controlplane.accounts.roles import role_of, set_role
 from tests.fixtures.dashboard import PASSWORD, logged_in_client
 
-PAGES = ["overview", "nodes", "projects", "tasks", "runs", "jobs"]
+PAGES = ["overview", "nodes", "projects", "tasks", "runs", "jobs", "alerts", "alert_deliveries"]
 ADMIN_PAGES = ["audit", "users"]
 
 
