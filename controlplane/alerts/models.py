@@ -179,6 +179,10 @@ class Delivery(models.Model):
             models.Index(fields=["created_at", "id"], name="delivery_newest"),
             models.Index(fields=["state", "created_at", "id"], name="delivery_state_newest"),
             models.Index(fields=["channel", "created_at", "id"], name="delivery_channel_newest"),
+            # The history filtered by channel and state at once (the dashboard's filters).
+            models.Index(
+                fields=["channel", "state", "created_at", "id"], name="delivery_channel_state"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from controlplane.alerts import tallies as alert_tallies
 from controlplane.jobs import tallies
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
@@ -172,6 +173,24 @@ def histogram_families(wanted: tuple[Histogram, ...]) -> Iterator[Metric]:
         yield family
 
 
+def alert_families() -> Iterator[Metric]:
+    deliveries = _gauge(
+        "crawlfleet_alert_deliveries",
+        "Alert deliveries kept (CRAWLFLEET_ALERT_KEEP_DAYS), by state and channel kind",
+        ["state", "channel_kind"],
+    )
+    for (state, kind), n in sorted(alert_tallies.deliveries_by_state_and_kind().items()):
+        deliveries.add_metric([state, kind], n)
+    yield deliveries
+    waiting = _gauge(
+        "crawlfleet_alert_events_unrouted",
+        "Events raised but not yet routed to deliveries (grows while no sender runs)",
+        [],
+    )
+    waiting.add_metric([], alert_tallies.unrouted_events())
+    yield waiting
+
+
 class FleetCollector(Collector):
     """Every crawlfleet metric, read fresh from the database at each scrape."""
 
@@ -180,6 +199,7 @@ class FleetCollector(Collector):
         yield from node_families()
         yield from task_families()
         yield from histogram_families((FIRE_TO_DISPATCH, POLL_CYCLE))
+        yield from alert_families()
 
 
 def fleet_registry() -> CollectorRegistry:

@@ -179,3 +179,44 @@ def test_every_family_matches_the_database(client, seeded, django_assert_max_num
     manual = histogram_series(families, "crawlfleet_fire_to_dispatch_seconds", trigger="manual")
     assert manual["count"] == 0  # shown from the start, so queries over it never come up empty
     assert histogram_series(families, "crawlfleet_poll_cycle_seconds")["count"] == 1
+
+
+def test_alert_deliveries_and_unrouted_events_match_the_queue(client, seeded):
+    from controlplane import events
+    from controlplane.alerts import services
+    from controlplane.alerts.models import AlertRule, Delivery
+    from controlplane.alerts.routing import route_batch
+
+    channel = services.create_channel(
+        {"name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/hook"}
+    )
+    AlertRule.objects.create(name="all", channel=channel)
+    for node in (1, 2, 3):
+        events.raise_event(events.NODE_DOWN, f"node {node} down", node_id=node)
+    families = parse(scrape(client).content.decode())
+    assert (
+        families["crawlfleet_alert_events_unrouted"][("crawlfleet_alert_events_unrouted", ())] == 3
+    )
+    route_batch(timezone.now())
+    Delivery.objects.filter(pk=Delivery.objects.order_by("pk").first().pk).update(state="failed")
+    families = parse(scrape(client).content.decode())
+    deliveries = families["crawlfleet_alert_deliveries"]
+    assert (
+        deliveries[
+            ("crawlfleet_alert_deliveries", (("channel_kind", "webhook"), ("state", "pending")))
+        ]
+        == 2
+    )
+    assert (
+        deliveries[
+            ("crawlfleet_alert_deliveries", (("channel_kind", "webhook"), ("state", "failed")))
+        ]
+        == 1
+    )
+    assert (
+        deliveries[("crawlfleet_alert_deliveries", (("channel_kind", "email"), ("state", "sent")))]
+        == 0
+    )
+    assert (
+        families["crawlfleet_alert_events_unrouted"][("crawlfleet_alert_events_unrouted", ())] == 0
+    )
