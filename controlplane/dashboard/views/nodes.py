@@ -20,6 +20,7 @@ from controlplane.accounts.roles import Role
 from controlplane.dashboard import node_stats, paging
 from controlplane.dashboard.access import requires
 from controlplane.dashboard.node_form import NodeForm
+from controlplane.dashboard.views import tagcaps
 from controlplane.jobs import fleetstats
 from controlplane.nodes import services
 from controlplane.nodes.models import Node
@@ -182,6 +183,7 @@ def node_delete(request: HttpRequest, node_id: int) -> HttpResponse:
 
 urlpatterns = [
     path("", node_list, name="nodes"),
+    *tagcaps.urlpatterns,
     path("new/", node_add, name="node_add"),
     path("<int:node_id>/", node_detail, name="node"),
     path("<int:node_id>/edit/", node_edit, name="node_edit"),
