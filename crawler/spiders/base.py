@@ -60,21 +60,58 @@ class Arg:
         return self.default is _REQUIRED
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected a count, got {value!r}")
+    return number
+
+
+# What the control plane passes a task that runs after another one ("pass upstream"): every
+# spider accepts them, so any spider can be chained. Read them from ``self.upstream``.
+UPSTREAM_ARGUMENTS: dict[str, Callable[[str], Any]] = {
+    "upstream_run": _count,
+    "upstream_task": str,
+    "upstream_state": str,
+    "upstream_items": _count,
+    "upstream_pages": _count,
+    "upstream_errors": _count,
+}
+
+
 class BaseSpider(scrapy.Spider):
     """A spider whose arguments are declared in ``arguments`` and checked on construction.
 
-    Names starting with ``_`` (Scrapyd's ``_job``, ``_version``) are passed through untouched.
+    Names starting with ``_`` (Scrapyd's ``_job``, ``_version``) are passed through untouched;
+    the upstream run's figures of a chained task (:data:`UPSTREAM_ARGUMENTS`) land in
+    ``self.upstream``.
     """
 
     arguments: ClassVar[dict[str, Arg]] = {}
 
     def __init__(self, name: str | None = None, **kwargs: Any) -> None:
         passthrough = {key: value for key, value in kwargs.items() if key.startswith("_")}
+        self.upstream = self.parse_upstream(
+            {key: kwargs.pop(key) for key in list(kwargs) if key in UPSTREAM_ARGUMENTS}
+        )
         given = {key: value for key, value in kwargs.items() if not key.startswith("_")}
         values = self.validate_arguments(given)
         super().__init__(name, **passthrough)
         for key, value in values.items():
             setattr(self, key, value)
+
+    @classmethod
+    def parse_upstream(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The upstream run's figures, typed; a malformed one stops the run like a bad argument."""
+        values: dict[str, Any] = {}
+        for key, raw in given.items():
+            try:
+                values[key] = UPSTREAM_ARGUMENTS[key](raw) if isinstance(raw, str) else raw
+            except (ValueError, TypeError) as exc:
+                message = f"invalid arguments for spider {cls.name!r}: argument {key!r}: {exc}"
+                logger.error(message)
+                raise SpiderArgumentError(message) from None
+        return values
 
     @classmethod
     def validate_arguments(cls, given: dict[str, Any]) -> dict[str, Any]:

@@ -37,3 +37,24 @@ def test_a_task_needs_a_cron_or_an_upstream_and_keeps_the_upstream_names_free():
     errors = refused.value.message_dict
     assert "unless the task runs after another task" in errors["cron"][0]
     assert "upstream_state are set by the upstream run" in errors["args"][0]
+
+
+def test_every_crawler_spider_accepts_the_upstream_arguments_typed():
+    from crawler.spiders.base import UPSTREAM_ARGUMENTS, SpiderArgumentError
+    from crawler.spiders.books import BooksSpider
+
+    assert set(UPSTREAM_ARGUMENTS) == set(UPSTREAM_ARGS)
+    given = {
+        "upstream_run": "12",
+        "upstream_task": "catalogue",
+        "upstream_state": "degraded",
+        "upstream_items": "312",
+        "upstream_pages": "400",
+        "upstream_errors": "0",
+    }
+    spider = BooksSpider(max_pages="2", **given)
+    assert spider.upstream["upstream_items"] == 312
+    assert spider.upstream["upstream_state"] == "degraded"
+    assert spider.max_pages == 2
+    with pytest.raises(SpiderArgumentError, match="upstream_items"):
+        BooksSpider(upstream_items="many")
