@@ -70,6 +70,10 @@ WITH_BOUNDARY = f"multipart/form-data; boundary={BOUNDARY}"
 EGG_PARTS = (("version", b"7"), ("egg", b"PK\x03\x04 not really a zip"))
 CASES: dict[str, Malformed] = {
     "multipart without boundary": Malformed(multipart(*EGG_PARTS), "multipart/form-data", 400),
+    # Found by the schema fuzzer: no body at all, so the length check let it through.
+    "empty multipart without boundary": Malformed(
+        b"", "multipart/form-data", 400, {"CONTENT_TYPE": "multipart/form-data"}
+    ),
     "truncated multipart": Malformed(multipart(*EGG_PARTS, close=False), WITH_BOUNDARY, 400),
     "multipart with invalid boundary": Malformed(
         b"--a b \r\n\r\n--a b --\r\n", 'multipart/form-data; boundary="a b "', 400
@@ -139,6 +143,7 @@ def targets(db) -> dict[str, Any]:
             "scrapyd_job_id": job.scrapyd_job_id,
             "channel_id": channel.pk,
             "rule_id": rule.pk,
+            "tag": "eu",
         },
         "admin": admin_secret,
         "report": report_secret,
