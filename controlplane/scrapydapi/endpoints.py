@@ -20,6 +20,7 @@ from controlplane.accounts.audit import Actor
 from controlplane.accounts.roles import Role
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
+from controlplane.deploys.uploads import read_egg_upload
 from controlplane.jobs import operations
 from controlplane.jobs.models import MAX_PRIORITY, MIN_PRIORITY, Job
 from controlplane.jobs.runs import create_adhoc_run
@@ -59,7 +60,8 @@ def _version(project: Project, version: str | None) -> Version | None:
 
 
 def _refused(exc: Refused) -> ScrapydRefusal:
-    return ScrapydRefusal(exc.message)
+    # Scrapyd answers a refused call with HTTP 200; only an upload too large is a 413.
+    return ScrapydRefusal(exc.message, 413 if exc.status == 413 else 200)
 
 
 def daemonstatus(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
@@ -85,7 +87,8 @@ def addversion(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
             "timestamp)"
         )
     try:
-        outcome = services.upload_version(project, version, egg.read(), actor=actor)
+        data = read_egg_upload(egg, egg.size)
+        outcome = services.upload_version(project, version, data, actor=actor)
     except Refused as exc:
         raise _refused(exc) from None
     spiders = outcome.version.spiders or []

@@ -98,5 +98,5 @@ def test_no_input_makes_the_api_answer_a_server_error(confined_env, seeded, cp_w
     proc = subprocess.run(
         command, capture_output=True, text=True, timeout=200, env=env, check=False, cwd=tmp_path
     )
-    (tmp_path.parent / "st-out.txt").write_text(proc.stdout)
+    # The tail names each failing operation with a curl line that reproduces it.
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-4000:]
