@@ -50,8 +50,8 @@ _ZIP_ERRORS = (
     OverflowError,
 )
 
-VERSION_RE = re.compile(r"^[0-9]{1,32}$")
-MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+VERSION_RE = re.compile(r"^[0-9]{1,32}\Z")
+MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
 
