@@ -10,7 +10,8 @@ any view, and refused in the API's error envelope unless it is:
 - empty (operations without a body; clients that send ``{}`` there are fine too), unless it
   claims to be multipart without a boundary, which Django fails to parse even when empty;
 - ``application/json`` (or ``application/*+json``): UTF-8 JSON whose top level is an object,
-  because every body the API takes is one;
+  because every body the API takes is one, with no NUL character in a string (PostgreSQL
+  stores none, so it would fail as a 500 deep in a save);
 - ``multipart/form-data`` (egg uploads): a boundary, the closing delimiter, and parts Django
   can parse.
 
@@ -133,6 +134,25 @@ def _check_json(body: bytes) -> None:
         raise BodyRefused(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BodyRefused(400, f"the body must be a JSON object, not {_JSON_KINDS[type(data)]}")
+    if "\\u0000" in text and _has_nul(data):
+        raise BodyRefused(400, "the body has a NUL character (\\u0000) in a string")
+
+
+def _has_nul(data: object) -> bool:
+    """Whether a string in ``data`` holds NUL, which PostgreSQL cannot store (iterative: the
+    parsed body may nest as deep as the JSON parser allows)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _boundary(request: HttpRequest) -> str:

@@ -88,6 +88,7 @@ CASES: dict[str, Malformed] = {
     "JSON NaN": Malformed(b'{"weight": NaN}', "application/json", 400),
     "JSON number out of range": Malformed(b'{"weight": 1e999}', "application/json", 400),
     "deeply nested JSON": Malformed(b"[" * 200_000, "application/json", 400),
+    "JSON with NUL": Malformed(b'{"name": "a\\u0000b"}', "application/json", 400),
     "non-UTF-8 JSON": Malformed(b'{"name": "caf\xe9"}', "application/json", 400),
     "UTF-16 JSON": Malformed('{"name": "x"}'.encode("utf-16"), "application/json", 400),
     "text/plain": Malformed(b'{"name": "x"}', "text/plain", 415),
