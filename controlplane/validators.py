@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-VERSION_RE = re.compile(r"^[0-9]{1,18}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+VERSION_RE = re.compile(r"^[0-9]{1,18}\Z")
 MAX_ARG_VALUE = 4096
+_ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
 
 
 def validate_node_url(value: str) -> None:
@@ -46,12 +47,17 @@ def validate_str_mapping(value: Any, what: str) -> None:
     if not isinstance(value, dict):
         raise ValidationError(f"{what} must be an object of name: value pairs")
     for key, item in value.items():
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", key):
+        if not isinstance(key, str) or not _ARG_NAME_RE.match(key):
             raise ValidationError(f"{what}: {key!r} is not a valid name")
         if not isinstance(item, str | int | float | bool):
             raise ValidationError(f"{what}: {key} must be a string, got {type(item).__name__}")
-        if len(str(item)) > MAX_ARG_VALUE:
+        # str() of an int over 4300 digits raises; 3 bits a digit keeps it under that first.
+        huge_int = isinstance(item, int) and item.bit_length() > MAX_ARG_VALUE * 3
+        if huge_int or len(str(item)) > MAX_ARG_VALUE:
             raise ValidationError(f"{what}: {key} is longer than {MAX_ARG_VALUE} characters")
+        if isinstance(item, str) and "\x00" in item:
+            # PostgreSQL stores no NUL in text or JSON, and no spider expects one.
+            raise ValidationError(f"{what}: {key} contains a NUL character")
 
 
 def validate_spider_args(value: Any) -> None:

@@ -7,9 +7,11 @@ cancel sent with garbage went through, and a JSON array sent as a patch was read
 patch. So the body of every POST, PUT, PATCH and DELETE under ``/api/`` is checked here, before
 any view, and refused in the API's error envelope unless it is:
 
-- empty (operations without a body; clients that send ``{}`` there are fine too);
+- empty (operations without a body; clients that send ``{}`` there are fine too), unless it
+  claims to be multipart without a boundary, which Django fails to parse even when empty;
 - ``application/json`` (or ``application/*+json``): UTF-8 JSON whose top level is an object,
-  because every body the API takes is one;
+  because every body the API takes is one, with no NUL character in a string (PostgreSQL
+  stores none, so it would fail as a 500 deep in a save);
 - ``multipart/form-data`` (egg uploads): a boundary, the closing delimiter, and parts Django
   can parse.
 
@@ -66,11 +68,14 @@ def is_json(content_type: str) -> bool:
 def check_body(request: HttpRequest) -> None:
     """Raise ``BodyRefused`` unless the request's body is empty or readable as the API reads it."""
     length = _content_length(request)
+    content_type = request.content_type or ""
     if length == 0:
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
             raise BodyRefused(411, "a chunked body is not read: send it with a Content-Length")
+        if content_type == MULTIPART:
+            # Django parses even an empty multipart body, and without a boundary it raises.
+            _boundary(request)
         return
-    content_type = request.content_type or ""
     if is_json(content_type):
         _check_size(length, min(MAX_JSON_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE), content_type)
         _check_json(request.body)
@@ -129,12 +134,36 @@ def _check_json(body: bytes) -> None:
         raise BodyRefused(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BodyRefused(400, f"the body must be a JSON object, not {_JSON_KINDS[type(data)]}")
+    if "\\u0000" in text and _has_nul(data):
+        raise BodyRefused(400, "the body has a NUL character (\\u0000) in a string")
 
 
-def _check_multipart(request: HttpRequest) -> None:
+def _has_nul(data: object) -> bool:
+    """Whether a string in ``data`` holds NUL, which PostgreSQL cannot store (iterative: the
+    parsed body may nest as deep as the JSON parser allows)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _boundary(request: HttpRequest) -> str:
     boundary = (request.content_params or {}).get("boundary", "")
     if not boundary:
         raise BodyRefused(400, f"{MULTIPART} needs a boundary parameter in the Content-Type")
+    return boundary
+
+
+def _check_multipart(request: HttpRequest) -> None:
+    boundary = _boundary(request)
     body = request.body
     try:
         delimiter = f"--{boundary}--".encode("ascii")

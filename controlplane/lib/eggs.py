@@ -26,6 +26,7 @@ import sys
 import tempfile
 import textwrap
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -35,9 +36,22 @@ MAX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
 MAX_MEMBERS = 10_000
 MAX_COMPRESSION_RATIO = 200
 MAX_METADATA_BYTES = 64 * 1024
+_CHUNK = 64 * 1024
+# What reading a hostile archive can raise besides BadZipFile: truncated or corrupt streams,
+# unsupported methods, bogus header fields.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+)
 
-VERSION_RE = re.compile(r"^[0-9]{1,32}$")
-MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+VERSION_RE = re.compile(r"^[0-9]{1,32}\Z")
+MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
 
@@ -251,7 +265,7 @@ def inspect_egg(
         raise InvalidEgg(f"the egg is {len(data)} bytes, more than the limit of {max_size}")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except _ZIP_ERRORS as exc:
         raise InvalidEgg(f"the egg is not a zip file ({exc})") from exc
     with archive:
         infos = archive.infolist()
@@ -279,6 +293,7 @@ def inspect_egg(
                 raise InvalidEgg(
                     f"egg member {info.filename!r} is compressed suspiciously well (zip bomb?)"
                 )
+        _verify_members(archive, infos, max_uncompressed)
 
         entry_points = _read_entry_points(archive, names)
         settings_module = entry_points.get("scrapy", {}).get("settings", "")
@@ -316,6 +331,32 @@ def inspect_egg(
     )
 
 
+def _verify_members(
+    archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], max_uncompressed: int
+) -> None:
+    """Decompress every member in chunks, counting: the sizes in the headers are the uploader's
+    word, so a member that unpacks past its declared size, or past the egg's limit, is refused
+    before the next chunk, and a corrupt stream (bad CRC) is caught here rather than on a node.
+    """
+    total = 0
+    for info in infos:
+        if info.is_dir():
+            continue
+        produced = 0
+        try:
+            with archive.open(info) as handle:
+                while chunk := handle.read(_CHUNK):
+                    produced += len(chunk)
+                    total += len(chunk)
+                    if produced > info.file_size or total > max_uncompressed:
+                        raise InvalidEgg(
+                            f"egg member {info.filename!r} unpacks to more than it declares "
+                            f"or than the limit of {max_uncompressed} bytes (zip bomb?)"
+                        )
+        except _ZIP_ERRORS as exc:
+            raise InvalidEgg(f"egg member {info.filename!r} cannot be read ({exc})") from exc
+
+
 def _read_small(archive: zipfile.ZipFile, names: set[str], name: str) -> str | None:
     if name not in names:
         return None
@@ -325,7 +366,7 @@ def _read_small(archive: zipfile.ZipFile, names: set[str], name: str) -> str | N
     try:
         with archive.open(info) as handle:
             return handle.read(MAX_METADATA_BYTES + 1).decode("utf-8")
-    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, RuntimeError) as exc:
+    except (*_ZIP_ERRORS, UnicodeDecodeError) as exc:
         raise InvalidEgg(f"cannot read {name} from the egg ({exc})") from exc
 
 

@@ -6,12 +6,10 @@ Parameter names, required-ness, answers and error messages follow Scrapyd 1.6
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
@@ -20,17 +18,18 @@ from controlplane.accounts.audit import Actor
 from controlplane.accounts.roles import Role
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
+from controlplane.deploys.uploads import read_egg_upload
 from controlplane.jobs import operations
-from controlplane.jobs.models import MAX_PRIORITY, MIN_PRIORITY, Job
+from controlplane.jobs.models import Job
 from controlplane.jobs.runs import create_adhoc_run
 from controlplane.refusals import Refused
 from controlplane.scheduling.models import TaskRun
 from controlplane.scrapydapi import listing
 from controlplane.scrapydapi.params import Params
 from controlplane.scrapydapi.responses import ScrapydRefusal
-from controlplane.validators import VERSION_RE, validate_spider_args, validate_spider_settings
+from controlplane.scrapydapi.scheduleparams import read_schedule_options
+from controlplane.validators import VERSION_RE
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SIGNALS = {"INT", "TERM", "KILL"}
 
 Handler = Callable[[Params, Actor, str], dict[str, Any]]
@@ -59,7 +58,8 @@ def _version(project: Project, version: str | None) -> Version | None:
 
 
 def _refused(exc: Refused) -> ScrapydRefusal:
-    return ScrapydRefusal(exc.message)
+    # Scrapyd answers a refused call with HTTP 200; only an upload too large is a 413.
+    return ScrapydRefusal(exc.message, 413 if exc.status == 413 else 200)
 
 
 def daemonstatus(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
@@ -85,7 +85,8 @@ def addversion(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
             "timestamp)"
         )
     try:
-        outcome = services.upload_version(project, version, egg.read(), actor=actor)
+        data = read_egg_upload(egg, egg.size)
+        outcome = services.upload_version(project, version, data, actor=actor)
     except Refused as exc:
         raise _refused(exc) from None
     spiders = outcome.version.spiders or []
@@ -104,25 +105,7 @@ def schedule(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
         raise ScrapydRefusal(f"project '{project.name}' has no deployed version")
     if spider not in (version.spiders or []):
         raise ScrapydRefusal(f"spider '{spider}' not found")
-    try:
-        priority = float(priority_text)
-    except ValueError:
-        raise ScrapydRefusal(f"priority is invalid: {priority_text!r} is not a number") from None
-    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise ScrapydRefusal(
-            f"priority is invalid: {priority_text!r} is not from {MIN_PRIORITY} to {MAX_PRIORITY}"
-        )
-    bad = [pair for pair in settings_pairs if "=" not in pair]
-    if bad:
-        raise ScrapydRefusal(f"setting is invalid: {bad[0]!r} is not NAME=VALUE")
-    job_settings = dict(pair.split("=", 1) for pair in settings_pairs)
-    for check, value in ((validate_spider_settings, job_settings), (validate_spider_args, args)):
-        try:
-            check(value)
-        except ValidationError as exc:
-            raise ScrapydRefusal(" ".join(exc.messages)) from None
-    if job_id is not None and not JOB_ID_RE.match(job_id):
-        raise ScrapydRefusal("jobid is invalid: letters, digits, '_', '.', '-', up to 64")
+    options = read_schedule_options(priority_text, settings_pairs, args, job_id)
     with transaction.atomic():
         if job_id and Job.objects.filter(Q(scrapyd_job_id=job_id) | Q(chain_id=job_id)).exists():
             raise ScrapydRefusal(f"jobid '{job_id}' is already used")
@@ -130,11 +113,11 @@ def schedule(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
             project,
             spider,
             version=version,
-            args=args,
-            settings=job_settings,
+            args=options.args,
+            settings=options.settings,
             trigger=TaskRun.Trigger.API,
             job_id=job_id,
-            priority=priority,
+            priority=options.priority,
         )
         audit.record(
             actor,

@@ -20,7 +20,7 @@ from controlplane.api.schemas import (
 from controlplane.deploys import services
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.queuesettings import queue_settings, save_queue_settings
-from controlplane.lib.eggs import MAX_EGG_BYTES
+from controlplane.deploys.uploads import read_egg_upload
 from controlplane.nodes.models import Node
 
 router = Router(tags=["projects"])
@@ -144,14 +144,10 @@ def upload(
     """Multipart ``egg`` (and ``version``; default: the egg's own numeric version).
 
     201 when stored and deployed, 200 when these exact bytes were already stored (deployed where
-    missing). 422 for an invalid egg or one every node rejected, 409 for a version number already
+    missing). 413 for an egg over the size limit, 422 for an invalid egg or one every node rejected, 409 for a version number already
     used by another egg; in both cases nothing is stored.
     """
-    if egg.size is not None and egg.size > MAX_EGG_BYTES:
-        raise ApiError(
-            422, f"the egg is larger than {MAX_EGG_BYTES} bytes", fields={"egg": ["too large"]}
-        )
-    data = egg.read()
+    data = read_egg_upload(egg, egg.size)
     version = version or services.version_of_egg(data)
     outcome = services.upload_version(name, version, data, actor=request.actor)
     return Status(201 if outcome.created else 200, deploy_out(outcome))
