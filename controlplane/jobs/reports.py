@@ -82,8 +82,12 @@ def apply_report(
     elif event == "heartbeat":
         fields = headline(stats) if stats else {}
         fields.pop("finish_reason", None)
+        # A heartbeat sent just before the spider closed may arrive after its final report (in
+        # another worker): it must never overwrite the final stats with older ones.
         sampled = bool(
-            live.exclude(state__in=Job.FINAL).update(last_heartbeat=now, updated_at=now, **fields)
+            live.exclude(state__in=Job.FINAL)
+            .filter(reported_final=False)
+            .update(last_heartbeat=now, updated_at=now, **fields)
         )
         # An orphan of a lost job still beats: record it, so its liveness is visible.
         live.filter(state=Job.State.LOST).update(last_heartbeat=now)

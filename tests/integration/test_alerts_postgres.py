@@ -16,10 +16,6 @@ from tests.integration import test_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-# The PostgreSQL databases of tests/integration/test_postgres.py.
-pg_env = test_postgres.pg_env
-migrated_template = test_postgres.migrated_template
-migrated_env = test_postgres.migrated_env
 
 GROUPS, EVENTS = 8, 80
 SEED = """

@@ -485,6 +485,11 @@ def test_report_events_and_stop_replies(project):
     assert job.errors == 1
     assert job.finish_reason == "stopped_by_controlplane"
     assert job.state == Job.State.RUNNING  # the poller classifies the outcome
+    # A heartbeat sent before the close but arriving after the final report changes nothing.
+    late = send("heartbeat", stats={"item_scraped_count": 6, "response_received_count": 7})
+    assert late.status_code == 200
+    job.refresh_from_db()
+    assert (job.items, job.pages, job.stats["finish_reason"]) == (20, 0, "shutdown")
 
     # A live orphan of a job declared lost is told to stop, so it never runs beside its retry.
     orphan, orphan_secret = _job_on_node(project, Job.State.LOST)

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +123,6 @@ def worker(argv: list[str]) -> None:
 
 
 # --- the tests -------------------------------------------------------------------------------
-@pytest.fixture
-def pg_env(postgres_url: str, tmp_path: Path) -> dict[str, str]:
-    """Environment of a control-plane process on a fresh PostgreSQL database."""
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-        "CRAWLFLEET_DATABASE_URL": postgres_url,
-        "CRAWLFLEET_DATA_DIR": str(tmp_path / "data"),
-        "CRAWLFLEET_SECRET_KEY": "test-only-not-secret",
-        "CRAWLFLEET_LOG_LEVEL": "WARNING",
-    }
-
-
 def _run(argv: list[str], env: dict[str, str], timeout: float = 120) -> str:
     proc = subprocess.run(
         argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -190,32 +176,6 @@ def _race(argvs: list[list[str]], env: dict[str, str], sync_dir: Path) -> list[d
     for p, output in zip(procs, outputs, strict=True):
         assert p.returncode == 0, output
     return [_result(output) for output in outputs]
-
-
-@pytest.fixture(scope="session")
-def migrated_template(postgres_server: PostgresServer, tmp_path_factory) -> str:
-    """A database migrated once, copied by each test that needs a migrated one (much faster)."""
-    name = "crawlfleet_template"
-    url = postgres_server.create_database(name)
-    env = {
-        **os.environ,
-        "CRAWLFLEET_DATABASE_URL": url,
-        "CRAWLFLEET_DATA_DIR": str(tmp_path_factory.mktemp("pg-template")),
-        "CRAWLFLEET_SECRET_KEY": "test-only-not-secret",
-    }
-    _run(_crawlfleet("manage", "migrate", "--no-input", "-v", "0"), env)
-    return name
-
-
-@pytest.fixture
-def migrated_env(
-    pg_env: dict[str, str], postgres_server: PostgresServer, migrated_template: str
-) -> dict[str, str]:
-    """Like ``pg_env``, on a new database copied from the migrated template."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with postgres_server.connect() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
-    return {**pg_env, "CRAWLFLEET_DATABASE_URL": postgres_server.url(name)}
 
 
 def test_concurrent_starts_migrate_once_and_completely(
