@@ -257,7 +257,8 @@ def test_cancelled_hanging_job_shuts_down_gracefully(fail_node, failproject_egg)
     )
     record = fail_node.job_exit(job, timeout=30)
     assert (record["state"], record["exit_code"]) == ("exited", 0)
-    assert "'finish_reason': 'shutdown'" in fail_node.job_log("failproject", "hang", job)
+    # The node serves the log through its web server, which may lag the exit by a moment.
+    fail_node.wait_for_log("failproject", "hang", job, "'finish_reason': 'shutdown'", timeout=15)
 
 
 @pytest.mark.scrapyd
