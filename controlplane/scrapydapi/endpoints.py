@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 
 from controlplane.accounts import audit
@@ -106,27 +106,35 @@ def schedule(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
     if spider not in (version.spiders or []):
         raise ScrapydRefusal(f"spider '{spider}' not found")
     options = read_schedule_options(priority_text, settings_pairs, args, job_id)
-    with transaction.atomic():
-        if job_id and Job.objects.filter(Q(scrapyd_job_id=job_id) | Q(chain_id=job_id)).exists():
-            raise ScrapydRefusal(f"jobid '{job_id}' is already used")
-        job = create_adhoc_run(
-            project,
-            spider,
-            version=version,
-            args=options.args,
-            settings=options.settings,
-            trigger=TaskRun.Trigger.API,
-            job_id=job_id,
-            priority=options.priority,
-        )
-        audit.record(
-            actor,
-            "job.schedule",
-            f"job {job.pk}",
-            spider=spider,
-            jobid=job.chain_key,
-            via="scrapyd",
-        )
+    taken = ScrapydRefusal(f"jobid '{job_id}' is already used")
+    try:
+        with transaction.atomic():
+            if (
+                job_id
+                and Job.objects.filter(Q(scrapyd_job_id=job_id) | Q(chain_id=job_id)).exists()
+            ):
+                raise taken
+            job = create_adhoc_run(
+                project,
+                spider,
+                version=version,
+                args=options.args,
+                settings=options.settings,
+                trigger=TaskRun.Trigger.API,
+                job_id=job_id,
+                priority=options.priority,
+            )
+            audit.record(
+                actor,
+                "job.schedule",
+                f"job {job.pk}",
+                spider=spider,
+                jobid=job.chain_key,
+                via="scrapyd",
+            )
+    except IntegrityError:
+        # Two calls with one jobid at once: the unique job id lets one through.
+        raise taken from None
     return {"jobid": job.chain_key}
 
 

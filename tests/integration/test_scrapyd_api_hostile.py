@@ -219,3 +219,29 @@ def test_the_same_answers_over_the_wire(cp_web, transactional_db):
     assert bomb.json()["status"] == "error"
     assert "zip bomb" in bomb.json()["message"]
     assert not Version.objects.exists()
+
+
+def test_a_jobid_taken_between_the_check_and_the_insert_is_refused_not_a_500(
+    basic, settings, monkeypatch
+):
+    """Two schedule.json calls with one jobid at once: the unique job id lets one through.
+
+    The race cannot be produced on demand, so the check is made to miss what the insert hits.
+    """
+    from django.db.models.query import QuerySet
+
+    settings.DEBUG_PROPAGATE_EXCEPTIONS = False
+    monkeypatch.setattr(QuerySet, "exists", lambda self: False)
+    before = stored()
+    answer = Client(raise_request_exception=False).post(
+        "/scrapyd/schedule.json",
+        {"project": "crawler", "spider": "books", "jobid": "taken"},
+        **basic,
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "node_name": answer.json()["node_name"],
+        "status": "error",
+        "message": "jobid 'taken' is already used",
+    }
+    assert stored() == before
