@@ -125,6 +125,12 @@ def test_processes_reconnect_after_a_database_restart_and_track_every_job(
     LIVE = {"queued", "dispatching", "pending", "running"}
     ended = wait_for(all_ended, timeout=60, what="every job ended", processes=processes)
     assert [state for _, _, state in ended] == ["succeeded"] * 4, ended
-    with postgres_server.connect(database) as conn:
-        runs = conn.execute("SELECT state FROM scheduling_taskrun").fetchall()
-    assert [row[0] for row in runs] == ["succeeded"] * 4
+
+    def runs_closed() -> list[str] | None:
+        with postgres_server.connect(database) as conn:
+            states = [r[0] for r in conn.execute("SELECT state FROM scheduling_taskrun")]
+        return states if "active" not in states else None
+
+    # A run closes just after its last job ends, in the poller's next step.
+    closed = wait_for(runs_closed, timeout=30, what="closed runs", processes=processes)
+    assert closed == ["succeeded"] * 4
