@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/crawlfleet
 export CRAWLFLEET_CACHE_DIR := $(CACHE)
 
-.PHONY: bootstrap run test unit lint format kafka clean
+.PHONY: bootstrap run test unit chaos lint format kafka clean
 
 $(VENV)/.installed: pyproject.toml
 	bash deploy/dev/bootstrap.sh "$(VENV)"
@@ -27,13 +27,18 @@ format: bootstrap
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Lint, then the whole suite: tests/unit (no service) and tests/integration (real services).
+## Lint, then the whole suite: tests/unit (no service), tests/integration (real services) and
+## tests/chaos (real services killed, stopped and restarted mid-run).
 test: bootstrap kafka lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## The unit tests alone: no service is started, well under 30 s.
 unit: bootstrap
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## The chaos suite alone: nodes, replicas, PostgreSQL, Redis and Kafka killed mid-run (~4 min).
+chaos: bootstrap kafka
+	$(PY) -m pytest tests/chaos -m chaos $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

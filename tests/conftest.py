@@ -24,7 +24,7 @@ pytest_plugins = [
     "tests.fixtures.webhook",
 ]
 
-SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres")
+SERVICE_MARKERS = ("redis", "kafka", "browser", "scrapyd", "proxy", "postgres", "chaos")
 _skipped_service_tests: list[str] = []
 
 

@@ -1,10 +1,9 @@
 """Failure detection and recovery end to end, on real Scrapyd nodes.
 
 Each way a crawl can fail is produced for real (an exception in a callback, in ``__init__``, a
-hang past ``max_runtime``, a SIGKILL of the crawl process, a SIGKILL of Scrapyd itself), then
-the poller must classify it and the retry must run on another node. Then the control plane's
-own processes: two poller replicas never retry a failure twice, and a restarted control plane
-picks up where it was.
+hang past ``max_runtime``, a SIGKILL of the crawl process), then the poller must classify it
+and the retry must run on another node. Then the control plane's own processes: two poller
+replicas never retry a failure twice. Killed nodes and a killed control plane are in tests/chaos.
 """
 
 from __future__ import annotations
@@ -14,39 +13,24 @@ import re
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from controlplane.jobs.models import Job
-from controlplane.loops.poller import Poller
-from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
 from tests.fixtures.fleet import (
     describe_jobs,
     drive,
     job_state,
     make_task,
-    register_fleet,
     run_closed,
     start_run,
-    stop_all_crawls,
 )
-from tests.fixtures.scrapyd import EggFile, NodeFactory, ScrapydNode
 
 pytestmark = [pytest.mark.scrapyd, pytest.mark.slow]
 # fast, module_nodes, fleet and poller come from tests/fixtures/fleet.py (module_nodes is
 # module-scoped: this module gets nodes of its own).
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def attempts(run: TaskRun) -> list[Job]:
@@ -104,80 +88,7 @@ def test_each_failure_kind_is_classified_and_retried_on_another_node(fleet, poll
     assert killed.state == TaskRun.State.SUCCEEDED
 
 
-# --- a Scrapyd killed mid-job -----------------------------------------------------------------
-@pytest.fixture
-def victim_node(scrapyd_nodes: NodeFactory, crawler_egg: EggFile) -> ScrapydNode:
-    node = scrapyd_nodes(1, max_proc=2, poll_interval=0.2)[0]
-    node.deploy(crawler_egg)
-    return node
-
-
-def test_killed_scrapyd_loses_the_job_which_completes_elsewhere_and_the_orphan_stops(
-    fast,
-    cp_web,
-    module_nodes,
-    victim_node,
-    crawler_egg,
-    fresh_demo_site,
-):
-    fast.CRAWLFLEET_PUBLIC_URL = cp_web  # where the spiders report and heartbeat
-    for node in module_nodes:
-        node.deploy(crawler_egg)
-    fleet = register_fleet([victim_node, *module_nodes], crawler_egg)
-    others = [fleet.row(n).pk for n in module_nodes]
-    fresh_demo_site.config.delay = 1.0  # slow enough to be killed mid-crawl
-    task = make_task(
-        fleet,
-        "books",
-        max_attempts=2,
-        args={"start_url": f"{fresh_demo_site.base_url}/catalogue/page-1.html"},
-        settings={"CRAWLFLEET_CSV_DIR": ""},
-        error_threshold=1000,
-    )
-    poller = Poller()
-    try:
-        # The first attempt goes to the victim: the other nodes are closed for now.
-        Node.objects.filter(pk__in=others).update(enabled=False)
-        run = start_run(task)
-        job = run.jobs.get()
-        drive(poller, lambda: job_state(job, Job.State.RUNNING)() and job.last_heartbeat)
-        assert job.node_id == fleet.row(victim_node).pk
-        orphan = victim_node.running_job(job.scrapyd_job_id)["pid"]
-        Node.objects.filter(pk__in=others).update(enabled=True)
-
-        victim_node.kill()  # SIGKILL Scrapyd only: the crawl process lives on
-        assert pid_alive(orphan)
-        log = victim_node.dir / "logs" / "crawler" / "books" / f"{job.scrapyd_job_id}.log"
-
-        def retried() -> Job | None:
-            retry = Job.objects.filter(retry_of=job).first()
-            if retry is not None:
-                # Never beside the orphan: the retry exists only once the orphan is closing.
-                assert "Closing spider" in log.read_text(), "retried beside a live orphan"
-            return retry
-
-        drive(poller, retried, timeout=60)
-        job.refresh_from_db()
-        assert job.state == Job.State.LOST
-        assert job.reason.startswith(f"node {fleet.row(victim_node).name} down since")
-        fresh_demo_site.config.delay = 0.0
-        drive(poller, run_closed(run), timeout=90)
-
-        retry = job.retried_by
-        assert retry.state == Job.State.SUCCEEDED, retry.reason
-        assert retry.node_id in others
-        assert retry.items > 0
-        assert run.state == TaskRun.State.SUCCEEDED
-        deadline = time.monotonic() + 30
-        while pid_alive(orphan):
-            assert time.monotonic() < deadline, "the orphan was never stopped"
-            time.sleep(0.2)
-        text = log.read_text()
-        assert "the control plane asked this crawl to stop" in text
-        assert "Spider closed (stopped_by_controlplane)" in text
-    finally:
-        poller.close()
-        stop_all_crawls(module_nodes)
+# --- a Scrapyd killed mid-job: tests/chaos/test_node_kill.py (with Kafka and the group kill) ---
 
 
 # --- the control plane's own processes --------------------------------------------------------
@@ -226,41 +137,4 @@ def test_two_poller_replicas_never_double_retry(fleet, cp_process):
         assert poller.proc.returncode == 0, poller.log_tail()
 
 
-def test_restarted_control_plane_picks_up_where_it_was(fleet, cp_process):
-    slow = start_run(make_task(fleet, "sleepy", max_attempts=2, args={"seconds": "3"}))
-    failing = start_run(make_task(fleet, "callback_error", max_attempts=2))
-    before = [cp_process("scheduler", name="scheduler-1"), cp_process("poller", name="poller-1")]
-    jobs = [slow.jobs.get(), failing.jobs.get()]
-    wait_until(
-        lambda: all(job_state(job, Job.State.RUNNING, *Job.FINAL)() for job in jobs),
-        timeout=40,
-        processes=before,
-        what="running jobs",
-    )
-    for proc in before:  # a crash: no chance to finish anything
-        proc.signal_group(signal.SIGKILL)
-        proc.proc.wait(timeout=10)
-
-    # While the control plane is down, both crawls end on their nodes and a run is requested.
-    for job in jobs:
-        fleet.process(job.node_id).finished_job(job.scrapyd_job_id, timeout=30)
-    slow_job = slow.jobs.get()
-    assert slow_job.state == Job.State.RUNNING
-    later = start_run(make_task(fleet, "ok"))
-
-    after = [cp_process("scheduler", name="scheduler-2"), cp_process("poller", name="poller-2")]
-    runs = [slow, failing, later]
-    wait_until(
-        lambda: all(run_closed(run)() for run in runs),
-        timeout=60,
-        processes=after,
-        what="closed runs",
-    )
-    slow_job.refresh_from_db()
-    assert slow_job.state == Job.State.SUCCEEDED
-    assert slow.state == TaskRun.State.SUCCEEDED
-    first, second = attempts(failing)
-    assert first.state == second.state == Job.State.FAILED
-    assert second.node_id != first.node_id
-    assert failing.state == TaskRun.State.FAILED
-    assert later.state == TaskRun.State.SUCCEEDED
+# The control plane killed and restarted mid-run: tests/chaos/test_control_plane_kill.py.

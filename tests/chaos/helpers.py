@@ -1,0 +1,131 @@
+"""What the chaos tests share: watching processes die, waiting on the control plane's processes,
+reading a run's Kafka messages, and the invariants every case asserts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controlplane.jobs.models import Job
+from controlplane.lib.procutil import ManagedProcess
+from tests.fixtures.fleet import describe_jobs
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeathWatch:
+    """Records when a process is first seen dead, sampling every 20 ms on a thread of its own.
+
+    The time recorded is an upper bound of the real death, so "it died before X started" checked
+    against it is never more lenient than the truth.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.died_at: datetime | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while pid_alive(self.pid):
+            time.sleep(0.02)
+        self.died_at = utcnow()
+
+    def wait(self, timeout: float) -> datetime:
+        self._thread.join(timeout)
+        assert self.died_at is not None, f"process {self.pid} still alive after {timeout}s"
+        return self.died_at
+
+
+def wait_for(
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    processes: Iterable[ManagedProcess] = (),
+    interval: float = 0.2,
+) -> Any:
+    """Poll ``check`` while the control-plane processes keep running; its truthy value."""
+    processes = list(processes)
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        for proc in processes:
+            assert proc.alive(), f"{proc.name} died:\n{proc.log_tail()}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout}s; jobs:\n{describe_jobs()}"
+        time.sleep(interval)
+    return result
+
+
+def assert_one_live_attempt_per_shard() -> None:
+    """The control plane never tracks two unfinished attempts of one shard of one run."""
+    live = Counter(
+        (run, shard)
+        for run, shard in Job.objects.exclude(state__in=Job.FINAL).values_list("run_id", "shard")
+    )
+    doubled = {key: count for key, count in live.items() if count > 1}
+    assert not doubled, f"two live attempts of one shard: {doubled}\n{describe_jobs()}"
+
+
+def exit_record(node: Any, job: Job) -> dict[str, Any]:
+    """The Scrapyd exit record of ``job`` on ``node`` once its process has ended."""
+    return node.job_exit(job.scrapyd_job_id, timeout=30)
+
+
+def started_at(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["start_time"])
+
+
+@dataclass
+class TopicContents:
+    """A topic's messages, grouped by the Scrapyd job that sent them (the ``crawlfleet-job``
+    header), each as the list of its keys (the items' stable ids)."""
+
+    by_job: dict[str, list[str]] = field(default_factory=dict)
+    # When each job's messages were produced (the producer's timestamps): first and last.
+    produced: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, broker: Any, topic: str) -> TopicContents:
+        contents = cls()
+        for record in broker.consume_all(topic):
+            job = dict(record.headers)["crawlfleet-job"].decode()
+            contents.by_job.setdefault(job, []).append(record.key.decode())
+            at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+            first, last = contents.produced.get(job, (at, at))
+            contents.produced[job] = (min(first, at), max(last, at))
+        return contents
+
+    def keys(self) -> set[str]:
+        return {key for keys in self.by_job.values() for key in keys}
+
+
+def assert_delivered_once(contents: TopicContents, job: Job, expected_keys: set[str]) -> None:
+    """The job's own messages hold every expected item exactly once, as its stats say."""
+    keys = contents.by_job.get(job.scrapyd_job_id, [])
+    doubled = [key for key, count in Counter(keys).items() if count > 1]
+    assert not doubled, f"job {job.pk} delivered {len(doubled)} item(s) twice: {doubled[:5]}"
+    assert set(keys) == expected_keys, (
+        f"job {job.pk}: {len(expected_keys - set(keys))} item(s) missing, "
+        f"{len(set(keys) - expected_keys)} unexpected"
+    )
+    stats = job.stats or {}
+    assert stats.get("kafka/items_delivered") == len(keys), stats
+    assert stats.get("kafka/items_failed") == 0, stats
+    assert stats.get("item_scraped_count") == len(keys), stats

@@ -1,0 +1,127 @@
+"""A node partitioned away, alive but unreachable, then back.
+
+The node's whole process group (Scrapyd and its crawl) is frozen with SIGSTOP: its port still
+accepts connections (the kernel completes the handshake) but nothing answers, as behind a
+blackholing firewall. The job is declared lost and retried elsewhere. While the retry runs, the
+node is thawed (SIGCONT): the returning crawl is told to stop by its first heartbeat reply, the
+lost job stays lost (the returning node does not revive it), and the control plane never tracks
+two live attempts. A frozen process cannot be stopped, so it does live alongside the retry; what
+is bounded is how much it does once it is back: it stops within a few seconds of the thaw.
+"""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+
+import pytest
+
+from controlplane.jobs.models import Job
+from controlplane.nodes.models import Node
+from controlplane.scheduling.models import TaskRun
+from demo.bookshop import Book
+from tests.chaos.helpers import (
+    DeathWatch,
+    TopicContents,
+    assert_delivered_once,
+    assert_one_live_attempt_per_shard,
+    utcnow,
+    wait_for,
+)
+from tests.fixtures.fleet import job_state, make_task, register_fleet, run_closed, start_run
+
+pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
+    cp_web, cp_process, scrapyd_nodes, crawler_egg, fresh_demo_site, kafka_broker, kafka_topic
+):
+    victim, *others = scrapyd_nodes(3, max_proc=2, poll_interval=0.2)
+    for node in (victim, *others):
+        node.deploy(crawler_egg)
+    fleet = register_fleet([victim, *others], crawler_egg)
+    other_rows = [fleet.row(n).pk for n in others]
+    kafka_broker.create_topic(kafka_topic)
+    site = fresh_demo_site
+    site.config.delay = 1.0
+    expected = {Book(n).upc for n in range(1, site.config.books + 1)}
+    task = make_task(
+        fleet,
+        "books",
+        max_attempts=2,
+        args={"start_url": f"{site.base_url}/catalogue/page-1.html"},
+        settings={
+            "CRAWLFLEET_CSV_DIR": "",
+            "CONCURRENT_REQUESTS_PER_DOMAIN": "2",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+            "KAFKA_TOPIC": kafka_topic,
+        },
+        error_threshold=1000,
+    )
+    Node.objects.filter(pk__in=other_rows).update(enabled=False)
+    fast_loss = {"CRAWLFLEET_NODE_LOST_GRACE": "2"}
+    processes = [
+        cp_process("scheduler", name="scheduler", env=fast_loss),
+        cp_process("poller", name="poller", env=fast_loss),
+    ]
+    run = start_run(task)
+    job = run.jobs.get()
+    wait_for(
+        lambda: (
+            job_state(job, Job.State.RUNNING)()
+            and len(TopicContents.read(kafka_broker, kafka_topic).keys()) >= 3
+        ),
+        timeout=60,
+        what="items in Kafka",
+        processes=processes,
+    )
+    orphan = DeathWatch(victim.running_job(job.scrapyd_job_id)["pid"])
+    Node.objects.filter(pk__in=other_rows).update(enabled=True)
+
+    victim.process.signal_group(signal.SIGSTOP)
+    try:
+
+        def retry_running() -> Job | None:
+            assert_one_live_attempt_per_shard()
+            retry = Job.objects.filter(retry_of=job).first()
+            return retry if retry and job_state(retry, Job.State.RUNNING)() else None
+
+        retry = wait_for(retry_running, timeout=60, what="running retry", processes=processes)
+        job.refresh_from_db()
+        assert job.state == Job.State.LOST, job.reason
+        lost_reason = job.reason
+        assert orphan.died_at is None  # frozen, not dead
+    finally:
+        thawed_at = utcnow()
+        victim.process.signal_group(signal.SIGCONT)
+
+    died_at = orphan.wait(timeout=20)
+    assert died_at - thawed_at < timedelta(seconds=10), (thawed_at, died_at)
+    site.config.delay = 0.0
+    wait_for(
+        lambda: assert_one_live_attempt_per_shard() or run_closed(run)(),
+        timeout=90,
+        what="closed run",
+        processes=processes,
+    )
+    job.refresh_from_db()
+    retry.refresh_from_db()
+    assert job.state == Job.State.LOST
+    assert job.reason == lost_reason
+    assert retry.state == Job.State.SUCCEEDED, retry.reason
+    assert retry.node_id in other_rows
+    assert run.state == TaskRun.State.SUCCEEDED
+    wait_for(
+        lambda: Node.objects.get(pk=fleet.row(victim).pk).state == Node.State.UP,
+        timeout=30,
+        what="the node back up",
+    )
+    log = victim.dir / "logs" / "crawler" / "books" / f"{job.scrapyd_job_id}.log"
+    text = log.read_text()
+    assert "the control plane asked this crawl to stop" in text
+    # Its node, back up, may also cancel it (so the log can end before "Spider closed").
+    assert "Closing spider (stopped_by_controlplane)" in text
+
+    contents = TopicContents.read(kafka_broker, kafka_topic)
+    assert_delivered_once(contents, retry, expected)
+    assert contents.keys() == expected
