@@ -19,14 +19,10 @@ import requests
 from controlplane.lib.procutil import free_port
 from tests.chaos.helpers import wait_for
 from tests.fixtures.common import REPO_ROOT, VENV_BIN
-from tests.integration import test_postgres
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.scrapyd, pytest.mark.slow]
 
-# The migrated PostgreSQL databases of tests/integration/test_postgres.py.
-pg_env = test_postgres.pg_env
-migrated_template = test_postgres.migrated_template
-migrated_env = test_postgres.migrated_env
+# pg_env, migrated_template and migrated_env are tests/fixtures/postgres.py's.
 
 SEED = """
 import hashlib, json
