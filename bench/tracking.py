@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))
 VENV_BIN = Path(sys.executable).parent
 
 from controlplane.lib.eggs import build_egg, default_version  # noqa: E402
-from controlplane.lib.procutil import ManagedProcess, free_port, port_open  # noqa: E402
+from controlplane.lib.procutil import ManagedProcess, free_port  # noqa: E402
 from controlplane.lib.scrapyd import ScrapydClient  # noqa: E402
 
 TARGET_S = 1.0
