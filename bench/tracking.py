@@ -1,7 +1,8 @@
 """One poll round of the control plane over a fleet of real Scrapyd nodes.
 
     .venv/bin/python bench/tracking.py [--nodes 100] [--sizes 10,50,100] [--jobs-per-node 10]
-                                       [--rounds 5] [--profile]
+                                       [--rounds 5] [--workers N]
+                                       [--profile]
 
 ``--nodes`` real ``crawlfleet node`` processes (one crawl slot each, a queue polled once an hour,
 so the jobs they are given stay pending and never launch) get the failproject egg and
@@ -194,6 +195,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,50,100")
     parser.add_argument("--jobs-per-node", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, help="poll threads (default: the setting, 32)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     sizes = sorted(s for s in (int(x) for x in args.sizes.split(",")) if s <= args.nodes)
@@ -230,7 +232,7 @@ def main() -> None:
             version = Version.objects.create(project=project, version=egg.version, egg=data,
                                              sha256="0" * 64, size=len(data), spiders=[SPIDER])  # fmt: skip
             settings.CRAWLFLEET_POLL_INTERVAL = 60.0  # a round waits for every node
-            poller = Poller(interval=60.0)
+            poller = Poller(interval=60.0, workers=args.workers)
             print(
                 f"poller: {poller.pool._max_workers} threads; SQLite; load average "
                 f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs\n"
