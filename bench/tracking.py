@@ -49,15 +49,21 @@ PROJECT, SPIDER = "failproject", "ok"
 def start_nodes(count: int, workdir: Path) -> list[tuple[ManagedProcess, str]]:
     """Start every node at once, then wait for each to answer (they boot in parallel)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRAPY", "SCRAPYD"))}
-    nodes = []
+    nodes, ports = [], set()
     for index in range(count):
         port, name = free_port(), f"fleet{index + 1:03d}"
+        while port in ports:  # not bound yet by the node just started: free_port may repeat it
+            port = free_port()
+        ports.add(port)
         argv = [str(VENV_BIN / "crawlfleet"), "node", f"--port={port}", f"--dir={workdir / name}"]
         argv += [f"--name={name}", "--max-proc=1", "--poll-interval=3600"]
         process = ManagedProcess(name, argv, log_path=workdir / f"{name}.log", cwd=workdir, env=env)
         nodes.append((process.start(), f"http://127.0.0.1:{port}"))
     for process, url in nodes:
         process.wait_for_port(int(url.rsplit(":", 1)[1]), timeout=300)
+    dead = [process.name for process, _ in nodes if not process.alive()]
+    if dead:
+        raise SystemExit(f"nodes exited at start: {', '.join(dead)}")
     for _, url in nodes:
         deadline = time.monotonic() + 120
         while True:
