@@ -39,7 +39,7 @@ def test_killed_control_plane_restarts_and_every_job_reaches_its_end(
 
     def start_control_plane(generation: int) -> list:
         web = cp_process("web", "--bind", f"127.0.0.1:{port}", name=f"web-{generation}")
-        web.wait_for_port(port, timeout=30)
+        web.wait_for_port(port, timeout=90)
         return [
             web,
             cp_process("scheduler", name=f"scheduler-{generation}"),

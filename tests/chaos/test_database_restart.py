@@ -81,7 +81,7 @@ def test_processes_reconnect_after_a_database_restart_and_track_every_job(
     )
     port = free_port()
     web = cp_process("web", "--bind", f"127.0.0.1:{port}", name="web", env=env)
-    web.wait_for_port(port, timeout=30)
+    web.wait_for_port(port, timeout=90)
     processes = [
         web,
         cp_process("scheduler", name="scheduler", env=env),
