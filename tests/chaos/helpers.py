@@ -129,3 +129,24 @@ def assert_delivered_once(contents: TopicContents, job: Job, expected_keys: set[
     assert stats.get("kafka/items_delivered") == len(keys), stats
     assert stats.get("kafka/items_failed") == 0, stats
     assert stats.get("item_scraped_count") == len(keys), stats
+
+
+def slow_kafka_books_task(fleet: Any, site: Any, broker: Any, topic: str) -> Any:
+    """A books crawl slow enough (about 30 s) to outlive the loss of its node, sending every
+    item to ``topic``; retried once. Uses the site's config as it is (``delay`` set here)."""
+    from tests.fixtures.fleet import make_task
+
+    site.config.delay = 1.0
+    return make_task(
+        fleet,
+        "books",
+        max_attempts=2,
+        args={"start_url": f"{site.base_url}/catalogue/page-1.html"},
+        settings={
+            "CRAWLFLEET_CSV_DIR": "",
+            "CONCURRENT_REQUESTS_PER_DOMAIN": "2",
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "KAFKA_TOPIC": topic,
+        },
+        error_threshold=1000,
+    )

@@ -28,10 +28,11 @@ from tests.chaos.helpers import (
     assert_delivered_once,
     assert_one_live_attempt_per_shard,
     exit_record,
+    slow_kafka_books_task,
     started_at,
     wait_for,
 )
-from tests.fixtures.fleet import make_task, register_fleet, run_closed, start_run
+from tests.fixtures.fleet import register_fleet, run_closed, start_run
 
 pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.mark.slow]
 
@@ -54,21 +55,8 @@ def test_killed_node_loses_the_job_which_completes_elsewhere_once(
     other_rows = [fleet.row(n).pk for n in others]
     kafka_broker.create_topic(kafka_topic)
     site = fresh_demo_site
-    site.config.delay = 1.0  # ~30 s of crawling: it outlives the loss of its node
     expected = {Book(n).upc for n in range(1, site.config.books + 1)}
-    task = make_task(
-        fleet,
-        "books",
-        max_attempts=2,
-        args={"start_url": f"{site.base_url}/catalogue/page-1.html"},
-        settings={
-            "CRAWLFLEET_CSV_DIR": "",
-            "CONCURRENT_REQUESTS_PER_DOMAIN": "2",
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-            "KAFKA_TOPIC": kafka_topic,
-        },
-        error_threshold=1000,
-    )
+    task = slow_kafka_books_task(fleet, site, kafka_broker, kafka_topic)
     # The first attempt goes to the victim: the other nodes are closed for now.
     Node.objects.filter(pk__in=other_rows).update(enabled=False)
     # A node is declared lost 2 s after it stops answering (5 s in the other process tests).

@@ -25,10 +25,11 @@ from tests.chaos.helpers import (
     TopicContents,
     assert_delivered_once,
     assert_one_live_attempt_per_shard,
+    slow_kafka_books_task,
     utcnow,
     wait_for,
 )
-from tests.fixtures.fleet import job_state, make_task, register_fleet, run_closed, start_run
+from tests.fixtures.fleet import job_state, register_fleet, run_closed, start_run
 
 pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.mark.slow]
 
@@ -43,21 +44,8 @@ def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
     other_rows = [fleet.row(n).pk for n in others]
     kafka_broker.create_topic(kafka_topic)
     site = fresh_demo_site
-    site.config.delay = 1.0
     expected = {Book(n).upc for n in range(1, site.config.books + 1)}
-    task = make_task(
-        fleet,
-        "books",
-        max_attempts=2,
-        args={"start_url": f"{site.base_url}/catalogue/page-1.html"},
-        settings={
-            "CRAWLFLEET_CSV_DIR": "",
-            "CONCURRENT_REQUESTS_PER_DOMAIN": "2",
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-            "KAFKA_TOPIC": kafka_topic,
-        },
-        error_threshold=1000,
-    )
+    task = slow_kafka_books_task(fleet, site, kafka_broker, kafka_topic)
     Node.objects.filter(pk__in=other_rows).update(enabled=False)
     fast_loss = {"CRAWLFLEET_NODE_LOST_GRACE": "2"}
     processes = [
