@@ -132,6 +132,8 @@ def create_retry(job: Job, *, not_before: datetime | None, reason: str = "") -> 
         args=dict(job.args),
         settings=dict(job.settings),
         priority=job.priority,
+        # Its place in the queue too: a failed attempt does not send its run to the back.
+        queue_rank=job.queue_rank,
         chain_id=job.chain_key,
         avoid_nodes=sorted({*(job.avoid_nodes or []), *([job.node_id] if job.node_id else [])}),
         not_before=not_before,

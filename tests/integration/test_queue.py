@@ -20,6 +20,7 @@ from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs import taskactions
 from controlplane.jobs.models import Job
 from controlplane.jobs.queueorder import waiting_text
+from controlplane.jobs.retry import create_retry
 from controlplane.jobs.runs import create_adhoc_run
 from controlplane.lib.scrapyd import ScrapydClient
 from controlplane.nodes.models import Node, TagCap
@@ -88,6 +89,20 @@ def test_a_priority_10_run_queued_last_starts_first(db, idle_nodes, crawler_egg)
     assert dispatcher.dispatch() == 2
     started = {j.pk for j in on_node()}
     assert started == {urgent.pk, plain[0].pk}  # the urgent one, then the oldest
+
+
+def test_a_retry_keeps_its_place_ahead_of_runs_queued_after_it(db, idle_nodes, crawler_egg):
+    fleet = register_fleet(idle_nodes[:1], crawler_egg, capacities=1)
+    task = make_task(fleet)
+    first = start_run(task).jobs.get()
+    assert dispatcher.dispatch() == 1
+    later = [start_run(task).jobs.get() for _ in range(3)]
+    Job.objects.filter(pk=first.pk).update(state=Job.State.FAILED, finished_at=timezone.now())
+    retry = create_retry(Job.objects.get(pk=first.pk), not_before=None, reason="test")
+    assert retry is not None and retry.queue_rank == first.queue_rank
+    assert dispatcher.dispatch() == 1
+    assert [j.pk for j in on_node()] == [retry.pk]  # not later[0], queued after the first attempt
+    assert all(Job.objects.get(pk=j.pk).state == Job.State.QUEUED for j in later)
 
 
 def test_weights_2_to_1_get_2_to_1_of_the_slots_over_time(db, idle_nodes, crawler_egg):
