@@ -99,7 +99,8 @@ def test_a_retry_keeps_its_place_ahead_of_runs_queued_after_it(db, idle_nodes, c
     later = [start_run(task).jobs.get() for _ in range(3)]
     Job.objects.filter(pk=first.pk).update(state=Job.State.FAILED, finished_at=timezone.now())
     retry = create_retry(Job.objects.get(pk=first.pk), not_before=None, reason="test")
-    assert retry is not None and retry.queue_rank == first.queue_rank
+    assert retry is not None
+    assert retry.queue_rank == first.queue_rank
     assert dispatcher.dispatch() == 1
     assert [j.pk for j in on_node()] == [retry.pk]  # not later[0], queued after the first attempt
     assert all(Job.objects.get(pk=j.pk).state == Job.State.QUEUED for j in later)
