@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Writes to /api/ whose body cannot be read are refused before anything else looks at them.
     "controlplane.api.request_body.RequestBodyMiddleware",
+    # A NUL in a path or parameter is a 400 here, not a 500 from PostgreSQL deep in a lookup.
+    "controlplane.requestguard.NulCharacterMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "controlplane.dashboard",
             "controlplane.metrics",
             "controlplane.scrapydapi",
+            "controlplane.requestguard",
             "controlplane.urls",
             "controlplane.wsgi",
         ),
