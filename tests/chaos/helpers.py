@@ -150,3 +150,56 @@ def slow_kafka_books_task(fleet: Any, site: Any, broker: Any, topic: str) -> Any
         },
         error_threshold=1000,
     )
+
+
+@dataclass
+class VictimCrawl:
+    """A slow Kafka books crawl running on ``victim``, the one node open when it started; the
+    ``others`` are open again by the time this is returned, ready to take the retry."""
+
+    victim: Any
+    others: list[Any]
+    fleet: Any
+    other_rows: list[int]
+    expected: set[str]
+    processes: list[ManagedProcess]
+    run: Any
+    job: Job
+
+
+def start_crawl_on_victim(
+    scrapyd_nodes: Any, crawler_egg: Any, site: Any, broker: Any, topic: str, cp_process: Any
+) -> VictimCrawl:
+    """Three nodes, a scheduler and a poller that declare a node lost 2 s after it stops
+    answering (5 s in the other process tests), and a run whose attempt sends items from the
+    first node; waits until it has put a few in Kafka."""
+    from controlplane.nodes.models import Node
+    from demo.bookshop import Book
+    from tests.fixtures.fleet import register_fleet, start_run
+
+    victim, *others = scrapyd_nodes(3, max_proc=2, poll_interval=0.2)
+    for node in (victim, *others):
+        node.deploy(crawler_egg)
+    fleet = register_fleet([victim, *others], crawler_egg)
+    other_rows = [fleet.row(n).pk for n in others]
+    broker.create_topic(topic)
+    expected = {Book(n).upc for n in range(1, site.config.books + 1)}
+    task = slow_kafka_books_task(fleet, site, broker, topic)
+    Node.objects.filter(pk__in=other_rows).update(enabled=False)
+    fast_loss = {"CRAWLFLEET_NODE_LOST_GRACE": "2"}
+    processes = [
+        cp_process("scheduler", name="scheduler", env=fast_loss),
+        cp_process("poller", name="poller", env=fast_loss),
+    ]
+    run = start_run(task)
+    job = run.jobs.get()
+
+    def sent_some_items() -> bool:
+        job.refresh_from_db()
+        beating = job.state == Job.State.RUNNING and job.last_heartbeat is not None
+        return beating and len(TopicContents.read(broker, topic).keys()) >= 3
+
+    wait_for(sent_some_items, timeout=60, what="items in Kafka", processes=processes)
+    assert job.node_id == fleet.row(victim).pk
+    Node.objects.filter(pk__in=other_rows).update(enabled=True)
+    return VictimCrawl(victim, others, fleet, other_rows, expected, processes, run, job)

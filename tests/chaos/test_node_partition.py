@@ -20,17 +20,16 @@ import pytest
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
-from demo.bookshop import Book
 from tests.chaos.helpers import (
     DeathWatch,
     TopicContents,
     assert_delivered_once,
     assert_one_live_attempt_per_shard,
-    slow_kafka_books_task,
+    start_crawl_on_victim,
     utcnow,
     wait_for,
 )
-from tests.fixtures.fleet import job_state, register_fleet, run_closed, start_run
+from tests.fixtures.fleet import job_state, run_closed
 
 pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.mark.slow]
 
@@ -38,34 +37,12 @@ pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.
 def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
     cp_web, cp_process, scrapyd_nodes, crawler_egg, fresh_demo_site, kafka_broker, kafka_topic
 ):
-    victim, *others = scrapyd_nodes(3, max_proc=2, poll_interval=0.2)
-    for node in (victim, *others):
-        node.deploy(crawler_egg)
-    fleet = register_fleet([victim, *others], crawler_egg)
-    other_rows = [fleet.row(n).pk for n in others]
-    kafka_broker.create_topic(kafka_topic)
     site = fresh_demo_site
-    expected = {Book(n).upc for n in range(1, site.config.books + 1)}
-    task = slow_kafka_books_task(fleet, site, kafka_broker, kafka_topic)
-    Node.objects.filter(pk__in=other_rows).update(enabled=False)
-    fast_loss = {"CRAWLFLEET_NODE_LOST_GRACE": "2"}
-    processes = [
-        cp_process("scheduler", name="scheduler", env=fast_loss),
-        cp_process("poller", name="poller", env=fast_loss),
-    ]
-    run = start_run(task)
-    job = run.jobs.get()
-    wait_for(
-        lambda: (
-            job_state(job, Job.State.RUNNING)()
-            and len(TopicContents.read(kafka_broker, kafka_topic).keys()) >= 3
-        ),
-        timeout=60,
-        what="items in Kafka",
-        processes=processes,
+    crawl = start_crawl_on_victim(
+        scrapyd_nodes, crawler_egg, site, kafka_broker, kafka_topic, cp_process
     )
+    victim, job = crawl.victim, crawl.job
     orphan = DeathWatch(victim.running_job(job.scrapyd_job_id)["pid"])
-    Node.objects.filter(pk__in=other_rows).update(enabled=True)
 
     victim.process.signal_group(signal.SIGSTOP)
     try:
@@ -75,7 +52,7 @@ def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
             retry = Job.objects.filter(retry_of=job).first()
             return retry if retry and job_state(retry, Job.State.RUNNING)() else None
 
-        retry = wait_for(retry_running, timeout=60, what="running retry", processes=processes)
+        retry = wait_for(retry_running, timeout=60, what="running retry", processes=crawl.processes)
         job.refresh_from_db()
         assert job.state == Job.State.LOST, job.reason
         lost_reason = job.reason
@@ -88,20 +65,20 @@ def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
     assert died_at - thawed_at < timedelta(seconds=10), (thawed_at, died_at)
     site.config.delay = 0.0
     wait_for(
-        lambda: assert_one_live_attempt_per_shard() or run_closed(run)(),
+        lambda: assert_one_live_attempt_per_shard() or run_closed(crawl.run)(),
         timeout=90,
         what="closed run",
-        processes=processes,
+        processes=crawl.processes,
     )
     job.refresh_from_db()
     retry.refresh_from_db()
     assert job.state == Job.State.LOST
     assert job.reason == lost_reason
     assert retry.state == Job.State.SUCCEEDED, retry.reason
-    assert retry.node_id in other_rows
-    assert run.state == TaskRun.State.SUCCEEDED
+    assert retry.node_id in crawl.other_rows
+    assert crawl.run.state == TaskRun.State.SUCCEEDED
     wait_for(
-        lambda: Node.objects.get(pk=fleet.row(victim).pk).state == Node.State.UP,
+        lambda: Node.objects.get(pk=crawl.fleet.row(victim).pk).state == Node.State.UP,
         timeout=30,
         what="the node back up",
     )
@@ -113,5 +90,5 @@ def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
     assert re.search(r"Closing spider \((stopped_by_controlplane|shutdown)\)", text), text[-2000:]
 
     contents = TopicContents.read(kafka_broker, kafka_topic)
-    assert_delivered_once(contents, retry, expected)
-    assert contents.keys() == expected
+    assert_delivered_once(contents, retry, crawl.expected)
+    assert contents.keys() == crawl.expected
