@@ -56,6 +56,7 @@ def pages(client, data: dict, deep: int) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=300_000)
+    parser.add_argument("--days", type=int, default=30, help="days of history the jobs span")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per page")
     parser.add_argument("--deep", type=int, default=200, help="job list pages to follow")
     parser.add_argument("--explain", action="store_true")
@@ -85,12 +86,12 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         started = time.perf_counter()
-        data = fill(args.jobs, random.Random(7))
+        data = fill(args.jobs, random.Random(7), args.days)
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
         print(
-            f"filled {data['jobs']:,} jobs ({data['samples'] or 0:,} progress samples), {NODES} "
-            f"nodes, {TASKS} tasks in {time.perf_counter() - started:.0f} s; load average "
+            f"filled {data['jobs']:,} jobs over {args.days} days ({data['samples'] or 0:,} progress "
+            f"samples), {NODES} nodes, {TASKS} tasks in {time.perf_counter() - started:.0f} s; load average "
             f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
         )
         admin, anonymous = Client(), Client()
