@@ -1,4 +1,4 @@
-"""The data behind bench/dashboard.py: a fleet's 30 days, written with bulk inserts.
+"""The data behind bench/dashboard.py: a fleet's 30 days (or more), written with ``COPY``.
 
 10 nodes, 20 tasks and one run per fire of each, about one job per run (the first attempt), about
 10 % of them failed, lost or timed out and most of those retried once, the last 40 minutes' jobs
@@ -8,8 +8,11 @@ still in flight; every finished job carries a Scrapy stats dict; 20,000 audit en
 from __future__ import annotations
 
 import contextlib
+import heapq
 import random
 from datetime import timedelta
+
+from bench import bulk_rows
 
 NODES, TASKS, DAYS = 10, 20, 30
 # outcome of a first attempt: (state, weight)
@@ -68,10 +71,10 @@ def own_timestamps(*models):
             f.auto_now, f.auto_now_add = auto_now, auto_now_add
 
 
-def fill(total_jobs: int, rng: random.Random) -> dict:
+def fill(total_jobs: int, rng: random.Random, days: int = DAYS) -> dict:
+    """The fleet's history: ``total_jobs`` jobs over ``days`` days up to now (so the daily volume
+    is ``total_jobs / days``), their runs and progress samples, the audit trail, an admin."""
     from django.contrib.auth import get_user_model
-    from django.core.management.color import no_style
-    from django.db import connection
     from django.utils import timezone
 
     from controlplane.accounts.models import AuditEntry
@@ -122,54 +125,25 @@ def fill(total_jobs: int, rng: random.Random) -> dict:
         )
         for i in range(TASKS)
     ]
-    runs_per_task = int(total_jobs / 1.08 / TASKS)
-    every = timedelta(days=DAYS) / runs_per_task
-    start = now - timedelta(days=DAYS)
-    runs = sorted(
-        (
-            TaskRun(
-                task=task,
-                trigger="cron",
-                scheduled_for=start + every * i + timedelta(seconds=t * 7),
-                state="succeeded",
-                created_at=start + every * i,
-            )
-            for t, task in enumerate(tasks)
-            for i in range(runs_per_task)
-        ),
-        key=lambda run: run.scheduled_for,
-    )
-    jobs = []
-    for run in runs:
-        first = attempt(run, 1, rng, nodes, versions, now)
-        jobs.append(first)
-        if first.state in ("failed", "lost", "timed_out") and rng.random() < 0.8:
-            jobs.append(attempt(run, 2, rng, nodes, versions, now, after=first))
-    # Rows in the order the control plane would have written them (which is what the planner's
-    # correlation statistics see), with ids assigned up front so a retry can name its first try.
-    jobs.sort(key=lambda job: job.created_at)
-    for number, job in enumerate(jobs[:total_jobs], start=1):
-        job.id = number
-    jobs = [job for job in jobs[:total_jobs] if job.retry_of is None or job.retry_of.id]
+    start = now - timedelta(days=days)
+    runs = run_rows(tasks, total_jobs, start, timedelta(days=days))
+    fleet = {
+        "project": project.pk,
+        "versions": [v.pk for v in versions],
+        "nodes": [n.pk for n in nodes],
+        "spiders": {t.pk: t.spider for t in tasks},
+    }
     with own_timestamps(TaskRun, Job):
-        TaskRun.objects.bulk_create(runs, batch_size=5000)
-        copies_task = any(f.name == "task" for f in Job._meta.get_fields())
-        for job in jobs:
-            job.run_id = job.run.pk  # the runs got their ids just now
-            if copies_task:  # Job.save() copies the run's task; bulk_create does not call it
-                job.task_id = job.run.task_id
-        Job.objects.bulk_create(jobs, batch_size=2000)
-    with connection.cursor() as cursor:
-        for sql in connection.ops.sequence_reset_sql(no_style(), [Job]):
-            cursor.execute(sql)
-    samples = progress_samples(jobs, now, rng)
+        bulk_rows.write(TaskRun, runs)
+        jobs = bulk_rows.write(Job, job_rows(runs, total_jobs, fleet, rng, now))
+    samples = progress_samples(now)
     admin = get_user_model().objects.create_user("bench-admin", password="bench-password-1")
     set_role(admin, "admin")
     actions = ["login", "task.update", "job.retry", "job.cancel", "token.create", "deploy.upload"]
     AuditEntry.objects.bulk_create(
         (
             AuditEntry(
-                at=start + timedelta(seconds=rng.randint(0, DAYS * 86400)),
+                at=start + timedelta(seconds=rng.randint(0, days * 86400)),
                 actor_kind="user",
                 actor=rng.choice(["alice", "bob", "ci"]),
                 action=rng.choice(actions),
@@ -181,13 +155,69 @@ def fill(total_jobs: int, rng: random.Random) -> dict:
         ),
         batch_size=5000,
     )
-    return {"tasks": tasks, "nodes": nodes, "jobs": len(jobs), "samples": samples}
+    return {"tasks": tasks, "nodes": nodes, "jobs": jobs, "samples": samples, "days": days}
 
 
-def progress_samples(jobs, now, rng: random.Random) -> int | None:
-    """Heartbeat samples, where the jobs app keeps them (``JobSample``): 30 per job of the last
-    three days, 3 per older one. None when there is no such model."""
+def run_rows(tasks, total_jobs: int, start, span: timedelta) -> list[dict]:
+    """One run per fire of each task, evenly spread, ids in the order they were fired."""
+    runs_per_task = int(total_jobs / 1.08 / TASKS)
+    every = span / runs_per_task
+    runs = sorted(
+        (
+            {
+                "task_id": task.pk,
+                "trigger": "cron",
+                "scheduled_for": start + every * i + timedelta(seconds=t * 7),
+                "state": "succeeded",
+                "created_at": start + every * i,
+            }
+            for t, task in enumerate(tasks)
+            for i in range(runs_per_task)
+        ),
+        key=lambda run: run["scheduled_for"],
+    )
+    for number, run in enumerate(runs, start=1):
+        run["id"] = number
+    return runs
+
+
+def job_rows(runs: list[dict], total_jobs: int, fleet: dict, rng: random.Random, now):
+    """The jobs of ``runs`` in the order the control plane would have written them (which is what
+    the planner's correlation statistics see): a retry comes when its first try has ended, so
+    pending retries wait in a heap until the runs catch up with their time. Ids are given in that
+    order, so a retry can name its first try."""
+    pending: list[tuple] = []  # (created_at, tie, run, first try)
+    written = 0
+
+    def emit(run, number, after=None):
+        nonlocal written
+        written += 1
+        return attempt(written, run, number, rng, fleet, now, after)
+
+    for run in runs:
+        created = run["scheduled_for"] + timedelta(seconds=1)
+        while pending and pending[0][0] <= created and written < total_jobs:
+            _, _, retried_run, first = heapq.heappop(pending)
+            yield emit(retried_run, 2, first)
+        if written >= total_jobs:
+            return
+        first = emit(run, 1)
+        yield first
+        if first["state"] in ("failed", "lost", "timed_out") and rng.random() < 0.8:
+            retry_at = first["finished_at"] + timedelta(seconds=30)
+            heapq.heappush(pending, (retry_at, first["id"], run, first))
+    while pending and written < total_jobs:
+        _, _, retried_run, first = heapq.heappop(pending)
+        yield emit(retried_run, 2, first)
+
+
+def progress_samples(now) -> int | None:
+    """Heartbeat samples, where the jobs app keeps them (``JobSample``): 30 per job that ended in
+    the last three days (or still runs), 3 per older one. None when there is no such model."""
     from django.apps import apps
+    from django.db import connection
+
+    from controlplane.jobs.models import Job
 
     try:
         sample = apps.get_model("jobs", "JobSample")
@@ -196,76 +226,93 @@ def progress_samples(jobs, now, rng: random.Random) -> int | None:
     if not {"job", "at", "items", "pages", "errors"} <= {f.name for f in sample._meta.fields}:
         print("note: JobSample has other fields than job/at/items/pages/errors; no samples")
         return None
-    rows, written = [], 0
-    for job in jobs:
-        if job.started_at is None:
-            continue
-        end = job.finished_at or now
-        count = 30 if now - end < timedelta(days=3) else 3
-        step = (end - job.started_at) / count
-        for i in range(1, count + 1):
-            share = i / count
-            rows.append(
-                sample(
-                    job_id=job.id,
-                    at=job.started_at + step * i,
-                    items=int(job.items * share),
-                    pages=int(job.pages * share),
-                    errors=int(job.errors * share),
-                )
+    recent = now - timedelta(days=3)
+    if bulk_rows.is_postgres():  # in the database: a million jobs never come out to Python
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""INSERT INTO {sample._meta.db_table} (job_id, at, items, pages, errors)
+                SELECT j.id, j.started_at + (COALESCE(j.finished_at, %s) - j.started_at) * i / n,
+                       j.items * i / n, j.pages * i / n, j.errors * i / n
+                FROM (SELECT *, CASE WHEN COALESCE(finished_at, %s) > %s THEN 30 ELSE 3 END n
+                      FROM {Job._meta.db_table} WHERE started_at IS NOT NULL) j,
+                     generate_series(1, j.n) i""",
+                [now, now, recent],
             )
-        if len(rows) >= 20_000:
-            sample.objects.bulk_create(rows)
-            written, rows = written + len(rows), []
-    sample.objects.bulk_create(rows)
-    return written + len(rows)
+            return cursor.rowcount
+
+    def rows():
+        started = Job.objects.filter(started_at__isnull=False)
+        for job in started.values("id", "started_at", "finished_at", "items", "pages", "errors"):
+            end = job["finished_at"] or now
+            count = 30 if end > recent else 3
+            step = (end - job["started_at"]) / count
+            for i in range(1, count + 1):
+                yield {
+                    "job_id": job["id"],
+                    "at": job["started_at"] + step * i,
+                    **{k: job[k] * i // count for k in ("items", "pages", "errors")},
+                }
+
+    return bulk_rows.write(sample, rows())
 
 
-def attempt(run, number, rng, nodes, versions, now, after=None):
-    from controlplane.jobs.models import Job
+def attempt(number_id, run, number, rng, fleet, now, after=None) -> dict:
+    """Attempt ``number`` of ``run`` (after the failed ``after``), as a row of the job table."""
+    from controlplane.jobs.models import rank_of  # what QueueRankField computes on insert
 
     created = (
-        (after.finished_at + timedelta(seconds=30))
+        (after["finished_at"] + timedelta(seconds=30))
         if after
-        else run.scheduled_for + timedelta(seconds=1)
+        else run["scheduled_for"] + timedelta(seconds=1)
     )
-    age = now - created
-    job = Job(
-        run=run,
-        attempt=number,
-        retry_of=after,
-        project_id=versions[0].project_id,
-        spider=run.task.spider,
-        version=rng.choice(versions),
-        node=rng.choice(nodes),
-        created_at=created,
-        updated_at=created,
-    )
-    if age < timedelta(minutes=40):  # recent: still in flight
-        job.state = rng.choice(
+    job = {
+        "id": number_id,
+        "run_id": run["id"],
+        "task_id": run["task_id"],  # Job.save() copies the run's task
+        "attempt": number,
+        "retry_of_id": after["id"] if after else None,
+        "project_id": fleet["project"],
+        "spider": fleet["spiders"][run["task_id"]],
+        "version_id": rng.choice(fleet["versions"]),
+        "node_id": rng.choice(fleet["nodes"]),
+        "scrapyd_job_id": f"{rng.getrandbits(128):032x}",
+        "created_at": created,
+        "updated_at": created,
+        "queue_rank": rank_of(0.0, created),
+    }
+    if now - created < timedelta(minutes=40):  # recent: still in flight
+        job["state"] = rng.choice(
             ["queued", "dispatching", "pending", "running", "running", "running"]
         )
-        if job.state == "queued":
-            job.node = None
+        if job["state"] == "queued":
+            job["node_id"] = None
         else:
-            job.dispatched_at = created + timedelta(seconds=1)
-        if job.state == "running":
-            job.started_at = created + timedelta(seconds=3)
-            job.last_heartbeat = now - timedelta(seconds=rng.randint(1, 20))
+            job["dispatched_at"] = created + timedelta(seconds=1)
+        if job["state"] == "running":
+            job["started_at"] = created + timedelta(seconds=3)
+            job["last_heartbeat"] = now - timedelta(seconds=rng.randint(1, 20))
         return job
-    job.state = (
+    state = (
         rng.choices([s for s, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
         if number == 1
         else rng.choice(["succeeded"] * 8 + ["failed"] * 2)
     )
-    job.dispatched_at = created + timedelta(seconds=1)
-    job.started_at = created + timedelta(seconds=3)
-    job.finished_at = min(now, job.started_at + timedelta(seconds=rng.randint(30, 2400)))
-    job.items = rng.randint(0, 5000) if job.state == "succeeded" else rng.randint(0, 300)
-    job.pages = job.items + rng.randint(1, 200)
-    job.errors = rng.randint(0, 3) if job.state == "succeeded" else rng.randint(1, 80)
-    job.finish_reason = {"succeeded": "finished", "cancelled": "shutdown"}.get(job.state, "")
-    job.exit_status = 0 if job.state in ("succeeded", "cancelled") else rng.choice([1, None])
-    job.stats = scrapy_stats(rng, job.items, job.pages, job.errors, job.started_at, job.finished_at)
-    job.updated_at = job.finished_at
+    started = created + timedelta(seconds=3)
+    finished = min(now, started + timedelta(seconds=rng.randint(30, 2400)))
+    items = rng.randint(0, 5000) if state == "succeeded" else rng.randint(0, 300)
+    pages = items + rng.randint(1, 200)
+    errors = rng.randint(0, 3) if state == "succeeded" else rng.randint(1, 80)
+    job.update(
+        state=state,
+        dispatched_at=created + timedelta(seconds=1),
+        started_at=started,
+        finished_at=finished,
+        items=items,
+        pages=pages,
+        errors=errors,
+        finish_reason={"succeeded": "finished", "cancelled": "shutdown"}.get(state, ""),
+        exit_status=0 if state in ("succeeded", "cancelled") else rng.choice([1, None]),
+        stats=scrapy_stats(rng, items, pages, errors, started, finished),
+        updated_at=finished,
+    )
     return job

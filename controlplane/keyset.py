@@ -15,6 +15,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
+from controlplane.refusals import Refused
+
 DEFAULT_PAGE_SIZE = 50
 
 
@@ -30,11 +32,24 @@ def encode(at: datetime, pk: int) -> str:
 
 
 def decode(cursor: str) -> tuple[datetime, int] | None:
-    at_text, _, pk_text = cursor.rpartition("_")
+    # A cursor pasted into a URL unencoded comes back with its zone's "+" read as a space.
+    at_text, _, pk_text = cursor.replace(" ", "+").rpartition("_")
     at = parse_datetime(at_text) if at_text else None
     if at is None or not pk_text.isdigit():
         return None
     return at, int(pk_text)
+
+
+def require_valid(cursor: str | None) -> None:
+    """Refuse (400) a cursor that is not one of ours, rather than read it as "from the start": a
+    client following cursors would otherwise loop over the first page for ever."""
+    if cursor and decode(cursor) is None:
+        raise Refused(
+            "malformed cursor",
+            code="bad_request",
+            status=400,
+            fields={"cursor": ["use the next_cursor of a previous page"]},
+        )
 
 
 def after_cursor(queryset: QuerySet, field: str, after: tuple[datetime, int] | None) -> QuerySet:
@@ -75,3 +90,25 @@ def merged_page(
     rows = [row for qs in querysets for row in after_cursor(qs, field, after)[: size + 1]]
     rows.sort(key=lambda row: (getattr(row, field), row.pk), reverse=True)
     return _cut(rows, field, size, first=after is None)
+
+
+def offset_page(queryset: QuerySet, field: str, offset: int, size: int = DEFAULT_PAGE_SIZE) -> Page:
+    """The page ``offset`` rows down, for clients that still page by offset.
+
+    The skipped rows cost an index scan of their ids only (``(field, id)`` is the index the
+    order uses), not whole rows and their joins; only the page's own rows are read in full. Still
+    O(offset): deep pages belong to the cursor.
+    """
+    ordered = queryset.order_by(f"-{field}", "-pk")
+    ids = list(ordered.values_list("pk", flat=True)[offset : offset + size + 1])
+    by_id = {row.pk: row for row in ordered.filter(pk__in=ids)}
+    rows = [by_id[pk] for pk in ids if pk in by_id]
+    return _cut(rows, field, size, first=offset == 0)
+
+
+def capped_count(queryset: QuerySet, cap: int) -> tuple[int, bool]:
+    """``(count, exact)``: the exact count up to ``cap`` (reading at most ``cap + 1`` rows'
+    ids), else ``(cap, False)``. A plain ``COUNT(*)`` reads every match, which grows with the
+    table."""
+    counted = queryset.order_by().values("pk")[: cap + 1].count()
+    return (counted, True) if counted <= cap else (cap, False)

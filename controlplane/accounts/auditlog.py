@@ -66,15 +66,8 @@ def search(
 ) -> keyset.Page:
     """One page of matching entries, newest first, after ``cursor`` (a previous ``next_cursor``).
 
-    A cursor that is not one of ours is refused rather than read as "from the start": a client
-    following cursors would otherwise loop over the first page for ever.
+    A cursor that is not one of ours is refused (:func:`controlplane.keyset.require_valid`).
     """
-    if cursor and keyset.decode(cursor) is None:
-        raise Refused(
-            "malformed cursor",
-            code="bad_request",
-            status=400,
-            fields={"cursor": ["use the next_cursor of a previous page"]},
-        )
+    keyset.require_valid(cursor)
     size = max(1, min(size, MAX_PAGE_SIZE))
     return keyset.page(entries(query), "at", cursor, size)

@@ -13,6 +13,10 @@ from ninja import Field, Schema
 
 from controlplane.accounts.auditlog import MAX_PAGE_SIZE as MAX_AUDIT_PAGE
 
+MAX_JOB_PAGE = 500
+MAX_JOB_OFFSET = 100_000
+JOB_COUNT_CAP = 10_000
+
 
 class ErrorBody(Schema):
     code: str
@@ -208,9 +212,50 @@ class JobDetailOut(JobOut):
     monitor_report: dict[str, Any]
 
 
+class JobQueryIn(Schema):
+    """The job list's filters and paging (``controlplane.jobs.listing`` for the filters)."""
+
+    state: str | None = Field(None, description="one state or several, comma-separated")
+    project: str | None = Field(None, description="a project's name")
+    spider: str | None = None
+    task: str | None = Field(None, description="a task's name")
+    node: str | None = Field(None, description="a node's name")
+    run: int | None = Field(None, description="a run's id")
+    active: bool | None = Field(None, description="only jobs in flight (true) or ended (false)")
+    limit: int = Field(50, description=f"jobs per page, 1 to {MAX_JOB_PAGE} (clamped)")
+    cursor: str | None = Field(
+        None,
+        description="next_cursor of the previous page: pages stay fast however deep; "
+        "cannot be combined with offset",
+    )
+    offset: int = Field(
+        0,
+        le=MAX_JOB_OFFSET,
+        description="jobs to skip, for older clients: costs grow with the offset (every skipped "
+        f"job is read), so at most {MAX_JOB_OFFSET:,}; page deeper with cursor",
+    )
+    count: Literal["capped", "exact"] = Field(
+        "capped",
+        description=f"capped: count is exact up to {JOB_COUNT_CAP:,} (cheap at any size); "
+        "exact: counts every matching job, which takes time in proportion to their number",
+    )
+
+
 class JobListOut(Schema):
-    count: int
+    count: int = Field(
+        description=f"matching jobs; with count=capped at most {JOB_COUNT_CAP:,}, see count_exact"
+    )
+    count_exact: bool = Field(
+        description=f"false when more than {JOB_COUNT_CAP:,} jobs match and count says only "
+        "that many (ask count=exact for the total)"
+    )
     items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="pass as cursor for the next (older) page; null on the last page"
+    )
+    next: str | None = Field(
+        description="the URL of the next page (these filters, next_cursor); null on the last page"
+    )
 
 
 class JobActionOut(Schema):

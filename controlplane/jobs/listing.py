@@ -13,6 +13,7 @@ from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
 
+from controlplane import keyset
 from controlplane.jobs.models import Job
 from controlplane.refusals import Refused
 from controlplane.scheduling.models import TaskRun
@@ -76,16 +77,27 @@ def filter_jobs(filters: JobFilters, jobs: QuerySet[Job] | None = None) -> Query
     return jobs
 
 
-def job_querysets(filters: JobFilters) -> list[QuerySet[Job]]:
+def job_querysets(filters: JobFilters, jobs: QuerySet[Job] | None = None) -> list[QuerySet[Job]]:
     """:func:`filter_jobs`, as one queryset per state when several are wanted.
 
-    Each is ordered by an index on ``(state, ..., created_at, id)``; the faces merge their pages
-    (``dashboard.paging.merged_page``) instead of sorting every match of ``state IN (...)``.
+    Each is ordered by an index on ``(state, ..., created_at, id)``; :func:`job_page` merges
+    their pages instead of sorting every match of ``state IN (...)``.
     """
     states = check_states(filters.states, Job.State.values)
     if len(states) < 2:
-        return [filter_jobs(filters)]
-    return [filter_jobs(replace(filters, states=[state])) for state in states]
+        return [filter_jobs(filters, jobs)]
+    return [filter_jobs(replace(filters, states=[state]), jobs) for state in states]
+
+
+def job_page(
+    filters: JobFilters,
+    cursor: str | None,
+    size: int = keyset.DEFAULT_PAGE_SIZE,
+    jobs: QuerySet[Job] | None = None,
+) -> keyset.Page:
+    """The matching jobs after ``cursor``, newest first: the job list of every face (the
+    dashboard's and the REST API's), an index range scan however deep."""
+    return keyset.merged_page(job_querysets(filters, jobs), "created_at", cursor, size)
 
 
 @dataclass

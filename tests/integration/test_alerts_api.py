@@ -213,6 +213,7 @@ def test_delivery_history_pages_and_filters(admin, viewer, webhook_receiver):
         seen += [d["id"] for d in page["items"]]
     assert sorted(seen) == sorted(Delivery.objects.values_list("pk", flat=True))
     assert len(seen) == 5
+    assert viewer.get("/alerts/deliveries?cursor=page-two").status_code == 400
     assert viewer.get("/alerts/deliveries?state=failed").json()["items"] == []
     assert len(viewer.get("/alerts/deliveries?state=sent&channel=hook").json()["items"]) == 5
     assert viewer.get("/alerts/deliveries?state=bogus").status_code == 422

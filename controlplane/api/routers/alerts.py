@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Query, Router, Status
 
+from controlplane import keyset
 from controlplane.alerts import services
 from controlplane.alerts.models import AlertRule, Channel, Delivery
 from controlplane.api.alerts_schemas import (
@@ -117,6 +118,7 @@ def delete_rule(request: HttpRequest, rule_id: int) -> Status:
 @router.get("/deliveries", response=DeliveryPageOut, auth=VIEWER, summary="Delivery history")
 def list_deliveries(request: HttpRequest, filters: Query[DeliveryQueryIn]) -> dict:
     """Newest first, with every attempt. Follow ``next_cursor`` until it is null."""
+    keyset.require_valid(filters.cursor)  # a cursor that is not ours never reads as page one
     channel = None
     if filters.channel:
         channel = Channel.objects.filter(name=filters.channel).first()

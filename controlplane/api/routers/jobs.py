@@ -6,24 +6,31 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Router, Status
+from ninja import Query, Router, Status
 
+from controlplane import keyset
 from controlplane.api.auth import OPERATOR, VIEWER
 from controlplane.api.errors import ApiError, not_found
-from controlplane.api.schemas import JobActionOut, JobDetailOut, JobListOut
+from controlplane.api.schemas import (
+    JOB_COUNT_CAP,
+    MAX_JOB_PAGE,
+    JobActionOut,
+    JobDetailOut,
+    JobListOut,
+    JobQueryIn,
+)
 from controlplane.jobs import listing, operations
 from controlplane.jobs.models import Job
 from controlplane.jobs.queueorder import waiting_text
 
 router = Router(tags=["jobs"])
-MAX_LIMIT = 500
 
 
 def job_out(job: Job, detail: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": job.pk,
         "run": job.run_id,
-        "task": job.run.task.name if job.run.task else None,
+        "task": job.task.name if job.task else None,  # the run's task, copied onto the job
         "attempt": job.attempt,
         "shard": job.shard,
         "project": job.project.name,
@@ -65,7 +72,12 @@ def job_out(job: Job, detail: bool = False) -> dict[str, Any]:
 
 
 def _jobs() -> QuerySet[Job]:
-    return Job.objects.select_related("run__task", "project", "version", "node")
+    return Job.objects.select_related("task", "project", "version", "node")
+
+
+def _listed() -> QuerySet[Job]:
+    """A list row shows no stats, args, settings nor monitor report: large, so left unread."""
+    return _jobs().defer("stats", "args", "settings", "monitor_report", "avoid_nodes")
 
 
 def _get(job_id: int) -> Job:
@@ -76,33 +88,51 @@ def _get(job_id: int) -> Job:
 
 
 @router.get("", response=JobListOut, auth=VIEWER, summary="List jobs, newest first")
-def list_jobs(
-    request: HttpRequest,
-    state: str | None = None,
-    project: str | None = None,
-    spider: str | None = None,
-    task: str | None = None,
-    node: str | None = None,
-    run: int | None = None,
-    active: bool | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> dict:
-    """``state`` takes a comma-separated list; ``task`` and ``node`` take names."""
+def list_jobs(request: HttpRequest, query: Query[JobQueryIn]) -> dict:
+    """Filters combine. Follow ``next`` (or pass ``next_cursor`` as ``cursor``) until it is null:
+    each page costs the same however deep. ``offset`` still works, at a cost that grows with it."""
     filters = listing.JobFilters(
-        states=(state or "").split(","),
-        active=active,
-        project=project or "",
-        spider=spider or "",
-        task=task or "",
-        node=node or "",
-        run=run,
+        states=(query.state or "").split(","),
+        active=query.active,
+        project=query.project or "",
+        spider=query.spider or "",
+        task=query.task or "",
+        node=query.node or "",
+        run=query.run,
     )
-    jobs = listing.filter_jobs(filters, _jobs())
-    limit = max(1, min(limit, MAX_LIMIT))
-    offset = max(0, offset)
-    jobs = jobs.order_by("-created_at", "-pk")
-    return {"count": jobs.count(), "items": [job_out(j) for j in jobs[offset : offset + limit]]}
+    limit, offset = max(1, min(query.limit, MAX_JOB_PAGE)), max(0, query.offset)
+    keyset.require_valid(query.cursor)
+    if query.cursor and offset:
+        raise ApiError(
+            422,
+            "cursor and offset exclude each other",
+            fields={"offset": ["leave out with cursor"]},
+        )
+    jobs = listing.filter_jobs(filters, _listed())
+    if offset:
+        page = keyset.offset_page(jobs, "created_at", offset, limit)
+    else:
+        page = listing.job_page(filters, query.cursor, limit, _listed())
+    if query.count == "exact":
+        count, exact = jobs.count(), True
+    else:
+        count, exact = keyset.capped_count(jobs, JOB_COUNT_CAP)
+    return {
+        "count": count,
+        "count_exact": exact,
+        "items": [job_out(j) for j in page.rows],
+        "next_cursor": page.next_cursor,
+        "next": _next_url(request, page.next_cursor),
+    }
+
+
+def _next_url(request: HttpRequest, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    params = request.GET.copy()
+    params.pop("offset", None)
+    params["cursor"] = cursor
+    return f"{request.path}?{params.urlencode()}"
 
 
 @router.get("/{job_id}", response=JobDetailOut, auth=VIEWER)

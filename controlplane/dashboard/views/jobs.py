@@ -8,14 +8,13 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
-from controlplane.dashboard import paging
 from controlplane.dashboard.access import requires
 from controlplane.dashboard.views.listfilters import (
     ACTIVE_JOB_STATES,
     FAILED_JOB_STATES,
     JobFilterForm,
 )
-from controlplane.jobs.listing import job_querysets, jobs_for_listing
+from controlplane.jobs.listing import JobFilters, job_page, jobs_for_listing
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task
@@ -54,8 +53,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
     if form.is_bound and not form.is_valid():
         status = 400
     else:
-        querysets = job_querysets(form.filters()) if form.is_bound else [jobs_for_listing()]
-        page = paging.merged_page(querysets, "created_at", request.GET.get("cursor"))
+        filters = form.filters() if form.is_bound else JobFilters()
+        page = job_page(filters, request.GET.get("cursor"))
     context = {
         "form": form,
         "page": page,
