@@ -133,12 +133,18 @@ class Tracker:
             return
         timeout = settings.CRAWLFLEET_HEARTBEAT_TIMEOUT
         if job.last_heartbeat and now - job.last_heartbeat > timedelta(seconds=timeout):
+            # The round's row may predate a heartbeat (jobs.onnode): decide on the current one.
+            job.refresh_from_db(fields=["last_heartbeat", "items", "pages"])
+        if job.last_heartbeat and now - job.last_heartbeat > timedelta(seconds=timeout):
             age = int((now - job.last_heartbeat).total_seconds())
             self.request_stop(
                 job, session, f"{outcome.CANCEL_HUNG} for {age} s (limit {timeout:g} s)"
             )
             return
         stall = stalls.find_stall(job, now)
+        if stall is not None:  # confirmed on the current row, as above
+            job.refresh_from_db(fields=["last_heartbeat", "items", "pages"])
+            stall = stalls.find_stall(job, now)
         if stall is not None:
             self.request_stop(
                 job,

@@ -5,13 +5,16 @@ query before any node is asked for its jobs (:mod:`controlplane.jobs.onnode`).""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from controlplane.events import event_raised
 from controlplane.jobs.models import Job
+from controlplane.jobs.nodeview import NodeSession
 from controlplane.jobs.onnode import RoundJobs
+from controlplane.jobs.tracking import Tracker
 from controlplane.lib.scrapyd import ScrapydClient
 from controlplane.loops.poller import Poller
 from controlplane.nodes.models import Node
@@ -112,3 +115,20 @@ def test_a_snapshot_older_than_a_round_is_not_used():
     stale = RoundJobs([], read_at=time.monotonic() - 120)
     assert stale.for_node(1, max_age=60) is None
     assert RoundJobs([], read_at=time.monotonic()).for_node(1, max_age=60) == []
+
+
+def test_a_heartbeat_that_came_during_the_round_counts(idle):
+    """The round's row says the job went silent long ago; the current row has a fresh heartbeat:
+    it is not stopped as hung."""
+    row = idle.rows[0]
+    job = create_adhoc_run(idle.project, "ok")
+    now = timezone.now()
+    job.transition([Job.State.QUEUED], Job.State.RUNNING, node=row, started_at=now)
+    Job.objects.filter(pk=job.pk).update(last_heartbeat=now)
+    read = RoundJobs.read().for_node(row.pk, max_age=60)
+    assert read is not None
+    [mine] = read
+    mine.last_heartbeat = now - timedelta(hours=1)  # as an older read would have it
+    Tracker().watch_running(mine, NodeSession(row), {}, timezone.now())
+    job.refresh_from_db()
+    assert (job.state, job.cancel_requested) == (Job.State.RUNNING, False)
