@@ -182,12 +182,14 @@ def profile_round(poller) -> None:
     """cProfile of one round's work run in this thread, node after node (the profiler sees
     one thread only), then the sweeps."""
     from controlplane.jobs import completion, retry
+    from controlplane.jobs.onnode import RoundJobs
     from controlplane.jobs.tracking import nodes_to_poll, sweep_orphaned_rows
 
     profiler = cProfile.Profile()
     profiler.enable()
+    round_jobs = RoundJobs.read()
     for node in nodes_to_poll():
-        poller.tracker.poll_node(node)
+        poller.tracker.poll_node(node, round_jobs.for_node(node.pk, max_age=3600))
     sweep_orphaned_rows(), retry.sweep(), completion.sweep()
     profiler.disable()
     print("\none round in one thread, by cumulative time:")

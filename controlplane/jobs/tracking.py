@@ -1,8 +1,9 @@
 """Job tracking: what a node says about its jobs, folded into their rows.
 
-Each poll of a node is ``daemonstatus.json`` (health), then the jobs we believe are on it are read
-from the database, then ``listjobs.json`` (read after the database, so a job dispatched in between
-is never mistaken for one the node forgot). Each job is moved along
+Each poll of a node is ``daemonstatus.json`` (health) and ``listjobs.json``, with the jobs we
+believe are on it read from the database before ``listjobs.json`` (the poller reads those of
+every node in one query before the round, :mod:`controlplane.jobs.onnode`), so a job dispatched
+in between is never mistaken for one the node forgot. Each job is moved along
 (``dispatching → pending → running → final``) and ended jobs are classified
 (:mod:`controlplane.jobs.outcome`).
 
@@ -29,8 +30,10 @@ from controlplane.jobs import outcome, retry, stalls, verdicts
 from controlplane.jobs.jobevents import raise_breaches, raise_job_events
 from controlplane.jobs.models import Job
 from controlplane.jobs.nodeview import Listing, NodeSession, parse_node_time
+from controlplane.jobs.onnode import on_node_jobs
 from controlplane.lib.scrapyd import ScrapydError
 from controlplane.nodes import health
+from controlplane.nodes.clients import NodeClients
 from controlplane.nodes.models import Node
 
 logger = logging.getLogger(__name__)
@@ -60,10 +63,13 @@ class Tracker:
         # Jobs we asked to stop: job id -> (monotonic time first seen stopping, killed yet).
         self._stopping: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        self.clients = NodeClients()  # one kept-alive client per node, across rounds
 
     # --- one node --------------------------------------------------------------------------
-    def poll_node(self, node: Node) -> health.HealthCheck:
-        client = node.client()
+    def poll_node(self, node: Node, jobs: list[Job] | None = None) -> health.HealthCheck:
+        """``jobs``: the node's on-node jobs read this round before any call to the node
+        (:mod:`controlplane.jobs.onnode`); None reads them here, before ``listjobs.json``."""
+        client = self.clients.get(node)
         check = health.check(node, client)
         if not check.ok:
             if node.down_longer_than(settings.CRAWLFLEET_NODE_LOST_GRACE):
@@ -72,11 +78,8 @@ class Tracker:
         if check.came_back:
             bring_up_to_date(node)
         now = timezone.now()
-        jobs = list(
-            Job.objects.filter(node=node, state__in=Job.ON_NODE).select_related(
-                "run__task", "project"
-            )
-        )
+        if jobs is None:
+            jobs = on_node_jobs([node.pk])
         try:
             listing = Listing.from_api(client.listjobs())
         except ScrapydError as exc:
@@ -130,12 +133,18 @@ class Tracker:
             return
         timeout = settings.CRAWLFLEET_HEARTBEAT_TIMEOUT
         if job.last_heartbeat and now - job.last_heartbeat > timedelta(seconds=timeout):
+            # The round's row may predate a heartbeat (jobs.onnode): decide on the current one.
+            job.refresh_from_db(fields=["last_heartbeat", "items", "pages"])
+        if job.last_heartbeat and now - job.last_heartbeat > timedelta(seconds=timeout):
             age = int((now - job.last_heartbeat).total_seconds())
             self.request_stop(
                 job, session, f"{outcome.CANCEL_HUNG} for {age} s (limit {timeout:g} s)"
             )
             return
         stall = stalls.find_stall(job, now)
+        if stall is not None:  # confirmed on the current row, as above
+            job.refresh_from_db(fields=["last_heartbeat", "items", "pages"])
+            stall = stalls.find_stall(job, now)
         if stall is not None:
             self.request_stop(
                 job,

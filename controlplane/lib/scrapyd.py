@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import select
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.util.retry import Retry
 
 
 class ScrapydError(Exception):
@@ -99,19 +103,74 @@ class ByteRange:
         return self.start + len(self.data)
 
 
+class StaleConnectionRetry(Retry):
+    """One more try of a GET or HEAD whose connection broke before an answer came: a kept-alive
+    connection the node closed (it restarted) as the request went out. Never a POST (a
+    ``schedule.json`` must not be sent twice blindly), never a connect error and never a read
+    timeout: a node that does not answer is not asked twice, so its timeout stays bounded."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("total", 1)
+        kwargs.setdefault("connect", 0)
+        kwargs.setdefault("read", 1)
+        kwargs.setdefault("status", 0)
+        kwargs.setdefault("other", 0)
+        kwargs.setdefault("redirect", False)
+        kwargs.setdefault("allowed_methods", frozenset({"GET", "HEAD"}))
+        kwargs.setdefault("backoff_factor", 0)
+        super().__init__(**kwargs)
+
+    def increment(
+        self, method: str | None = None, url: str | None = None, *args: Any, **kwargs: Any
+    ) -> Retry:
+        error = kwargs.get("error")
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(method, url, *args, **kwargs)
+
+
+def node_session(url: str) -> requests.Session:
+    """A keep-alive session for one node.
+
+    The environment's proxy and CA settings are read once, here: with ``trust_env`` requests
+    walks ``os.environ`` for them on every call, a tenth of a poll's CPU. A node that
+    ``NO_PROXY`` does not cover still goes through ``HTTP_PROXY``, as before. A stale kept-alive
+    connection costs a read no failure (:class:`StaleConnectionRetry`)."""
+    session = requests.Session()
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.auth = requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=StaleConnectionRetry())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 @dataclass
 class ScrapydClient:
+    """One node's JSON API. Its session keeps connections alive: keep the client to reuse them
+    (the poller keeps one per node, :class:`controlplane.nodes.clients.NodeClients`)."""
+
     url: str
     username: str = ""
     password: str = field(default="", repr=False)
     timeout: float = 5.0
-    session: requests.Session = field(default_factory=requests.Session, repr=False)
+    session: requests.Session | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.url.endswith("/"):
             self.url += "/"
+        if self.session is None:
+            self.session = node_session(self.url)
         if self.username:
             self.session.auth = (self.username, self.password)
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self.session.close()
 
     # --- transport -----------------------------------------------------------------------
     def _call(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:

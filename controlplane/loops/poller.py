@@ -5,6 +5,10 @@ thread. A cycle waits at most one interval for the nodes: a node that is slow or
 own thread busy until its bounded timeouts expire and is skipped by the following cycles until
 then, so it never delays the others. After the nodes come the sweeps: jobs whose node row is gone,
 due retries, and runs whose last attempt ended.
+
+A round reads the on-node jobs of every node in one query before polling them
+(:mod:`controlplane.jobs.onnode`), and each node keeps one client, and its connection, across
+rounds (:mod:`controlplane.nodes.clients`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from controlplane.jobs import completion, retry
+from controlplane.jobs.onnode import RoundJobs
 from controlplane.jobs.tracking import Tracker, nodes_to_poll, sweep_orphaned_rows
 from controlplane.nodes.models import Node
 from controlplane.telemetry.histograms import POLL_CYCLE
@@ -48,9 +53,9 @@ class Poller:
         self.inflight: dict[int, tuple[str, Future[Any]]] = {}
         self.cycles = 0
 
-    def _poll(self, node: Node) -> None:
+    def _poll(self, node: Node, round_jobs: RoundJobs) -> None:
         try:
-            self.tracker.poll_node(node)
+            self.tracker.poll_node(node, round_jobs.for_node(node.pk, max_age=self.interval))
         except Exception:
             logger.exception("polling node %s failed", node.name)
         finally:
@@ -63,12 +68,15 @@ class Poller:
         close_old_connections()
         result = CycleResult()
         submitted: dict[Future[Any], str] = {}
-        for node in nodes_to_poll():
+        nodes = nodes_to_poll()
+        self.tracker.clients.keep_only({node.pk for node in nodes})
+        round_jobs = RoundJobs.read()  # before any node's listjobs.json: see jobs.onnode
+        for node in nodes:
             busy = self.inflight.get(node.pk)
             if busy is not None and not busy[1].done():
                 result.skipped.append(node.name)
                 continue
-            future = self.pool.submit(self._poll, node)
+            future = self.pool.submit(self._poll, node, round_jobs)
             self.inflight[node.pk] = (node.name, future)
             submitted[future] = node.name
         done, not_done = wait_futures(submitted, timeout=self.interval if wait is None else wait)
@@ -110,3 +118,4 @@ class Poller:
     def close(self) -> None:
         # Threads blocked on a dead node end with their bounded timeouts; do not wait for them.
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.tracker.clients.close()

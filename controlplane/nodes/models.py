@@ -96,6 +96,18 @@ class Node(models.Model):
             return self.pk in node_ids
         return True
 
+    # What every health check writes, whatever it finds.
+    CHECK_FIELDS = (
+        "last_checked",
+        "last_latency",
+        "last_seen",
+        "last_error",
+        "consecutive_failures",
+        "running",
+        "pending",
+        "updated_at",
+    )
+
     def record_check(
         self,
         *,
@@ -125,20 +137,16 @@ class Node(models.Model):
             new = self.State.DOWN if failing_long or old == self.State.DOWN else self.State.DEGRADED
             if old == self.State.UNKNOWN and not failing_long:
                 new = self.State.DOWN if self.last_seen is None else self.State.DEGRADED
+        self.updated_at = now
+        checked = {name: getattr(self, name) for name in self.CHECK_FIELDS}
+        if new == old:
+            # The usual check: nothing to flip, so one UPDATE, no transaction and none of
+            # save()'s machinery (a tenth of a quiet poll's CPU).
+            Node.objects.filter(pk=self.pk).update(**checked)
+            return old, new
         with transaction.atomic():
-            self.save(
-                update_fields=[
-                    "last_checked",
-                    "last_latency",
-                    "last_seen",
-                    "last_error",
-                    "consecutive_failures",
-                    "running",
-                    "pending",
-                    "updated_at",
-                ]
-            )
-            if new != old and not self._flip(old, new, now):
+            Node.objects.filter(pk=self.pk).update(**checked)
+            if not self._flip(old, new, now):
                 # Another poller flipped it first (and raised the event): nothing changed here.
                 return self.state, self.state
         return old, new
