@@ -133,3 +133,42 @@ def test_a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
     assert {row["upc"] for row in csv_rows(csv_dir, "worker-a")} == {
         Book(n).upc for n in range(1, site.config.books + 1)
     }
+
+
+def test_links_found_while_redis_is_away_are_held_and_queued_when_it_is_back(
+    start_worker: Callable[..., Worker],
+    fresh_demo_site: DemoServer,
+    redis_server: RedisServer,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    site = fresh_demo_site
+    site.config.delay = 1.0  # each request is answered a second after it arrives
+    csv_dir = tmp_path / "csv"
+    worker = start_worker(
+        "worker-a",
+        args=crawl_args(site, "held"),
+        redis_url=redis_url,
+        csv_dir=csv_dir,
+        settings={"CONCURRENT_REQUESTS": "2"},
+    )
+    deadline = time.monotonic() + 60
+    while "/catalogue/page-2.html" not in site.hits.snapshot():
+        assert time.monotonic() < deadline, "list page 2 was never requested"
+        assert worker.proc.poll() is None, worker.output()
+        time.sleep(0.01)
+    # Page 2 is answered (and its 21 links parsed) while Redis is down.
+    site.config.delay = 0.02
+    redis_server.restart(down_for=3)
+    returncode, output = worker.wait(timeout=120)
+
+    assert returncode == 0, output
+    assert stat(output, "finish_reason") == "finished", output[-4000:]
+    assert "Traceback" not in output
+    assert "log_count/ERROR" not in output
+    assert int(stat(output, "crawlfleet/shared/requests_held") or 0) >= 20, output[-4000:]
+    assert {row["upc"] for row in csv_rows(csv_dir, "worker-a")} == {
+        Book(n).upc for n in range(1, site.config.books + 1)
+    }
+    hits = site.hits.snapshot()
+    assert {hits[Book(n).path] for n in range(1, site.config.books + 1)} == {1}
