@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.static_site import site_paths  # noqa: E402
 from controlplane.lib.procutil import ManagedProcess, free_port  # noqa: E402
-from demo.catalogue import BROKEN_EVERY_PAGE, page_count  # noqa: E402
+from demo.catalogue import BROKEN_EVERY_PAGE, PER_PAGE, page_count  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
 SCRAPY = str(Path(sys.executable).parent / "scrapy")
@@ -53,11 +53,11 @@ STATS_RE = re.compile(r"Dumping Scrapy stats:\n(\{.*?\})\n", re.S)
 GOAL = 1.7
 
 
-def books_for(pages: int) -> int:
+def books_for(pages: int, per_page: int) -> int:
     """How many books make a shop of about ``pages`` URLs (list, detail and broken-link pages)."""
     books = pages
     while books > 1:
-        lists = page_count(books)
+        lists = page_count(books, per_page)
         if books + lists + lists // BROKEN_EVERY_PAGE <= pages:
             return books
         books -= 1
@@ -75,6 +75,7 @@ class Crawl:
     site_cpu: float
     redis_calls: dict[str, int]
     per_worker_pages: list[int]
+    machine_busy: float  # CPU-seconds the whole machine was busy during the crawl
 
     @property
     def rate(self) -> float:
@@ -83,14 +84,32 @@ class Crawl:
     def per_page_ms(self, cpu: float) -> float:
         return 1000 * cpu / self.pages
 
+    @property
+    def others_cores(self) -> float:
+        """How many cores the rest of the machine (not this crawl) kept busy meanwhile."""
+        ours = self.worker_cpu + self.redis_cpu + self.site_cpu
+        return max(0.0, self.machine_busy - ours) / self.wall
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds every core of the machine has spent busy since boot (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
 
 class Bench:
     def __init__(
-        self, workdir: Path, books: int, settings: dict[str, str], profile: Path | None
+        self,
+        workdir: Path,
+        books: int,
+        per_page: int,
+        settings: dict[str, str],
+        profile: Path | None,
     ) -> None:
         self.workdir = workdir
         self.books = books
-        self.expected = set(site_paths(books))
+        self.expected = set(site_paths(books, per_page))
         self.settings = settings
         self.profile = profile
         self.redis = RedisServer(workdir / "redis")
@@ -106,6 +125,8 @@ class Bench:
                 str(port),
                 "--books",
                 str(books),
+                "--per-page",
+                str(per_page),
             ],
             log_path=workdir / "site.log",
             cwd=REPO_ROOT,
@@ -172,6 +193,7 @@ class Bench:
         redis_cpu0, calls0 = self.redis_figures()
         site_cpu0 = self.site_cpu()
         usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy0 = machine_busy_seconds()
         started = time.monotonic()
         launched = [self.launch(f"{crawl_id}-w{n}", crawl_id) for n in range(1, workers + 1)]
         for proc, log_path in launched:
@@ -180,6 +202,7 @@ class Bench:
                     f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
                 )
         wall = time.monotonic() - started
+        busy1 = machine_busy_seconds()
         usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         site_cpu1 = self.site_cpu()
         redis_cpu1, calls1 = self.redis_figures()
@@ -198,6 +221,7 @@ class Bench:
             site_cpu=site_cpu1 - site_cpu0,
             redis_calls=calls,
             per_worker_pages=[int(s.get("response_received_count", 0)) for s in stats],
+            machine_busy=busy1 - busy0,
         )
 
     @staticmethod
@@ -252,7 +276,8 @@ def describe(crawl: Crawl) -> str:
         f"{crawl.seconds:5.1f} s, {crawl.wall:5.1f} s launch to exit; pages per worker "
         f"{crawl.per_worker_pages}); CPU per page: workers {crawl.per_page_ms(crawl.worker_cpu):.2f} ms, "
         f"redis {crawl.per_page_ms(crawl.redis_cpu):.3f} ms, site {crawl.per_page_ms(crawl.site_cpu):.3f} ms; "
-        f"{calls:.2f} Redis commands per page"
+        f"{calls:.2f} Redis commands per page (those inside scripts included); other "
+        f"processes kept {crawl.others_cores:.2f} of the cores busy"
     )
 
 
@@ -260,6 +285,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=10000, help="URLs in the shop (about)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--per-page", type=int, default=PER_PAGE, help="books per list page (the demo's: 20)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="the side compared with 1 worker")
     parser.add_argument(
         "-s",
@@ -274,12 +302,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
-    books = books_for(args.pages)
+    books = books_for(args.pages, args.per_page)
 
     with tempfile.TemporaryDirectory(prefix="crawlfleet-bench-shared-") as tmp:
-        bench = Bench(Path(tmp), books, settings, args.profile)
+        bench = Bench(Path(tmp), books, args.per_page, settings, args.profile)
         print(
-            f"{len(bench.expected)} pages ({books} books); {os.cpu_count()} CPUs; "
+            f"{len(bench.expected)} pages ({books} books, {args.per_page} to a list page); "
+            f"{os.cpu_count()} CPUs; "
             f"load average {os.getloadavg()[0]:.2f}",
             flush=True,
         )

@@ -1,7 +1,7 @@
 """The demo bookshop, pre-rendered and served by a bare asyncio HTTP/1.1 loop: a target that costs
 a crawl almost nothing, so a benchmark measures the crawler rather than the site.
 
-    python bench/static_site.py --port 8801 --books 9412
+    python bench/static_site.py --port 8801 --books 9412 [--per-page 20]
 
 Every page of ``demo.bookshop`` for that many books (list pages, detail pages, the broken links'
 404s, ``robots.txt``) is rendered once at start-up into complete responses; a request costs a
@@ -25,6 +25,7 @@ import contextlib
 
 from demo.catalogue import (
     BROKEN_EVERY_PAGE,
+    PER_PAGE,
     Book,
     detail_html,
     list_html,
@@ -38,11 +39,11 @@ def response(status: str, body: bytes, ctype: str = "text/html; charset=utf-8") 
     return head.encode() + body
 
 
-def site_paths(books: int) -> dict[str, bytes]:
+def site_paths(books: int, per_page: int) -> dict[str, bytes]:
     """Every page a full crawl of the shop fetches, path -> the whole response."""
-    pages = page_count(books)
+    pages = page_count(books, per_page)
     found = {
-        f"/catalogue/page-{n}.html": response("200 OK", list_html(n, books))
+        f"/catalogue/page-{n}.html": response("200 OK", list_html(n, books, per_page))
         for n in range(1, pages + 1)
     }
     found.update(
@@ -63,8 +64,8 @@ def site_paths(books: int) -> dict[str, bytes]:
 
 
 class StaticSite:
-    def __init__(self, books: int) -> None:
-        self.pages = site_paths(books)
+    def __init__(self, books: int, per_page: int) -> None:
+        self.pages = site_paths(books, per_page)
         self.robots = response("200 OK", b"User-agent: *\nDisallow: /private/\n", "text/plain")
         self.not_found = response("404 Not Found", page_html("Not found", "<h1>404</h1>"))
         self.hits: dict[str, int] = {}
@@ -100,8 +101,8 @@ class StaticSite:
             writer.close()
 
 
-async def serve(host: str, port: int, books: int) -> None:
-    site = StaticSite(books)
+async def serve(host: str, port: int, books: int, per_page: int) -> None:
+    site = StaticSite(books, per_page)
     server = await asyncio.start_server(site.serve_connection, host, port, backlog=256)
     print(f"static bookshop of {len(site.pages)} pages on http://{host}:{port}", flush=True)
     async with server:
@@ -113,9 +114,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8801)
     parser.add_argument("--books", type=int, default=200)
+    parser.add_argument("--per-page", type=int, default=PER_PAGE, help="books per list page")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.books))
+        asyncio.run(serve(args.host, args.port, args.books, args.per_page))
 
 
 if __name__ == "__main__":

@@ -71,20 +71,20 @@ def detail_html(book: Book, blank: frozenset[str]) -> bytes:
     return page_html(title or f"Book {book.number}", body)
 
 
-def page_count(books: int) -> int:
+def page_count(books: int, per_page: int = PER_PAGE) -> int:
     """How many list pages ``books`` books take."""
-    return max(1, -(-books // PER_PAGE))
+    return max(1, -(-books // per_page))
 
 
-def list_html(number: int, books: int) -> bytes:
-    """List page ``number`` of a shop of ``books`` books: its books, a broken link on every
-    ``BROKEN_EVERY_PAGE``-th page, and previous/next links."""
-    pages = page_count(books)
-    first = (number - 1) * PER_PAGE + 1
+def list_html(number: int, books: int, per_page: int = PER_PAGE) -> bytes:
+    """List page ``number`` of a shop of ``books`` books, ``per_page`` to a page: its books, a
+    broken link on every ``BROKEN_EVERY_PAGE``-th page, and previous/next links."""
+    pages = page_count(books, per_page)
+    first = (number - 1) * per_page + 1
     rows = [
         f"<li class='book'><a href='{b.path}'>{html.escape(b.title)}</a>"
         f" <span class='price'>£{b.price}</span></li>"
-        for b in (Book(n) for n in range(first, min(first + PER_PAGE, books + 1)))
+        for b in (Book(n) for n in range(first, min(first + per_page, books + 1)))
     ]
     if number % BROKEN_EVERY_PAGE == 0:
         rows.append(
