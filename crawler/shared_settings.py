@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 
 # Settings a shared crawl cannot work without. They win over ``-s`` (with a warning) because any
 # other value silently breaks the crawl: PERSIST=False lets the first worker to finish wipe the
-# shared queue, the stock dupefilter crashes under the scrapy-redis scheduler, and the stock queue
-# class doesn't mark a worker busy when it takes a request.
+# shared queue, the stock dupefilter crashes under the scrapy-redis scheduler, the stock queue
+# class doesn't mark a worker busy when it takes a request, and scrapy-redis' own scheduler drops
+# the requests it cannot queue while Redis is away (crawler.redis_scheduler holds them).
 REQUIRED_SETTINGS: dict[str, Any] = {
     "SCHEDULER": "crawler.redis_scheduler.SharedScheduler",
     "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",

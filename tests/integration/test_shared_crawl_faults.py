@@ -172,3 +172,32 @@ def test_links_found_while_redis_is_away_are_held_and_queued_when_it_is_back(
     }
     hits = site.hits.snapshot()
     assert {hits[Book(n).path] for n in range(1, site.config.books + 1)} == {1}
+
+
+def test_a_worker_gives_up_on_redis_after_shared_redis_down_timeout(
+    start_worker: Callable[..., Worker],
+    fresh_demo_site: DemoServer,
+    redis_server: RedisServer,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    site = fresh_demo_site
+    site.config.delay = 0.3
+    worker = start_worker(
+        "worker-a",
+        args=crawl_args(site, "gone"),
+        redis_url=redis_url,
+        csv_dir=tmp_path / "csv",
+        settings={"CONCURRENT_REQUESTS": "2", "SHARED_REDIS_DOWN_TIMEOUT": "2"},
+    )
+    wait_for_log([worker], "Spider opened")
+    wait_for_hits(site, 4)
+    redis_server.restart(down_for=8)  # the worker stops long before Redis is back
+    returncode, output = worker.wait(timeout=120)
+
+    assert returncode == 0, output
+    assert stat(output, "finish_reason") == "shared_redis_error", output[-4000:]
+    assert re.search(r"ERROR: shared crawl 'gone': Redis unreachable for [23]s", output)
+    assert output.count("Redis is unreachable") == 1
+    verdict = classify(Evidence(log=parse_log(output)))
+    assert (verdict.state, verdict.cause) == ("failed", "shared_redis_error")
