@@ -20,6 +20,12 @@ leaves open is the life cycle of a crawl that several processes share:
   With ``SHARED_DONE_MARKER_TTL`` > 0 the last worker leaves a ``finished`` marker for that long
   instead, and late workers exit without fetching anything.
 
+* **Losing the frontier.** If Redis loses the crawl's data mid-crawl (restarted without
+  persistence, ``FLUSHALL``, keys expired), the queue and the duplicate filter are gone, and an
+  idle worker would find "nothing pending, nobody busy" and finish as if the crawl were complete.
+  The first worker to join sets an ``alive`` token; every script that hands out work or reports
+  on the crawl checks it and fails with :class:`FrontierLost` when it has vanished.
+
 Workers that stop heartbeating (killed, node lost) are dropped from the registry after
 ``SHARED_WORKER_TIMEOUT`` seconds so they can't hold the crawl open forever. Requests they had
 taken from the queue are lost, as with plain scrapy-redis.
@@ -37,8 +43,10 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from crawler import redis_scripts as scripts
 from crawler.redis_keys import CrawlKeys
@@ -52,6 +60,10 @@ class SeedOutcome(enum.Enum):
     ALREADY_SEEDED = "already_seeded"
     ALREADY_FINISHED = "already_finished"
     NOTHING_TO_SEED = "nothing_to_seed"
+
+
+class FrontierLost(Exception):
+    """The crawl's keys vanished from Redis mid-crawl: what it had queued and seen is gone."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,8 @@ class SharedCrawl:
         self.worker_timeout = worker_timeout
         self.key_ttl = key_ttl
         self.done_marker_ttl = done_marker_ttl
+        # Ours until join() learns the crawl's own (another worker may have joined first).
+        self.token = uuid.uuid4().hex
         self._join = client.register_script(scripts.JOIN)
         self._seed = client.register_script(scripts.SEED)
         self._pop_request = client.register_script(scripts.POP_REQUEST)
@@ -114,7 +128,12 @@ class SharedCrawl:
 
     def join(self) -> int:
         """Register as a busy worker; returns how many workers are registered now."""
-        return int(self._join(keys=[self.keys.workers, self.keys.idle], args=[self.worker_id]))
+        registered, token = self._join(
+            keys=[self.keys.workers, self.keys.idle, self.keys.alive],
+            args=[self.worker_id, self.token, self.key_ttl],
+        )
+        self.token = token.decode() if isinstance(token, bytes) else str(token)
+        return int(registered)
 
     def seed(self, urls: list[str]) -> SeedOutcome:
         """Push ``urls`` as the crawl's start URLs unless some worker already did."""
@@ -130,35 +149,55 @@ class SharedCrawl:
 
     def pop_request(self, queue_key: str | None = None) -> bytes | None:
         """Take the highest-priority request, marking this worker busy in the same step."""
-        return self._pop_request(
-            keys=[queue_key or self.keys.requests, self.keys.workers, self.keys.idle],
-            args=[self.worker_id],
+        return _checked(
+            self._pop_request,
+            keys=[
+                queue_key or self.keys.requests,
+                self.keys.workers,
+                self.keys.idle,
+                self.keys.alive,
+            ],
+            args=[self.worker_id, self.token],
         )
 
     def pop_start_urls(self, count: int, key: str | None = None) -> list[bytes]:
         """Take up to ``count`` start URLs, marking this worker busy if there were any."""
-        return list(
-            self._pop_start_urls(
-                keys=[key or self.keys.start_urls, self.keys.workers, self.keys.idle],
-                args=[self.worker_id, max(1, count)],
-            )
+        found = _checked(
+            self._pop_start_urls,
+            keys=[key or self.keys.start_urls, self.keys.workers, self.keys.idle, self.keys.alive],
+            args=[self.worker_id, max(1, count), self.token],
         )
+        return list(found)
 
     def heartbeat(self) -> None:
         """Prove this worker is alive; also pushes back the safety-net expiry of the crawl's keys."""
-        live_keys = [key for key in self.keys.all() if key != self.keys.finished]
-        self._heartbeat(keys=[self.keys.workers, *live_keys], args=[self.worker_id, self.key_ttl])
+        live_keys = [
+            key for key in self.keys.all() if key not in (self.keys.finished, self.keys.alive)
+        ]
+        _checked(
+            self._heartbeat,
+            keys=[self.keys.workers, self.keys.alive, *live_keys],
+            args=[self.worker_id, self.key_ttl, self.token],
+        )
 
     def mark_idle(self) -> CrawlStatus:
         """Record that this worker has nothing in flight; report on the whole crawl."""
-        live, busy, pending = self._idle(
-            keys=[self.keys.requests, self.keys.start_urls, self.keys.workers, self.keys.idle],
-            args=[self.worker_id, self.worker_timeout],
+        live, busy, pending = _checked(
+            self._idle,
+            keys=[
+                self.keys.requests,
+                self.keys.start_urls,
+                self.keys.workers,
+                self.keys.idle,
+                self.keys.alive,
+            ],
+            args=[self.worker_id, self.worker_timeout, self.token],
         )
         return CrawlStatus(workers=int(live), busy=int(busy), pending=int(pending))
 
     def leave(self, *, finished: bool) -> LeaveOutcome:
-        """Unregister; the last worker out of a finished crawl with nothing pending deletes it all."""
+        """Unregister; the last worker out of a finished crawl with nothing pending deletes it all,
+        and so does the last one out of a crawl whose frontier was lost."""
         deleted, remaining, pending = self._leave(
             keys=[
                 self.keys.requests,
@@ -166,6 +205,7 @@ class SharedCrawl:
                 self.keys.workers,
                 self.keys.idle,
                 self.keys.finished,
+                self.keys.alive,
                 *self.keys.all(),
             ],
             args=[
@@ -176,6 +216,17 @@ class SharedCrawl:
             ],
         )
         return LeaveOutcome(bool(deleted), int(remaining), int(pending))
+
+
+def _checked(script: Script, *, keys: list[str], args: list[str | int | float]) -> Any:
+    """Run ``script``; its frontier-lost error reply becomes :class:`FrontierLost`."""
+    try:
+        return script(keys=keys, args=args)
+    except redis.ResponseError as exc:
+        if str(exc).startswith(scripts.FRONTIER_LOST):
+            detail = str(exc).removeprefix(scripts.FRONTIER_LOST).split(" script: ")[0]
+            raise FrontierLost(detail.strip()) from None
+        raise
 
 
 def purge_crawl(

@@ -78,6 +78,13 @@ class CrawlKeys:
         return f"{self.base}:idle"
 
     @property
+    def alive(self) -> str:
+        """The crawl's token, set by the first worker to join. Every step that hands out work or
+        reports on the crawl checks it: if it is gone or another, Redis lost the crawl's data
+        (restarted without persistence, flushed, expired) and with it the frontier."""
+        return f"{self.base}:alive"
+
+    @property
     def finished(self) -> str:
         """Optional marker left by the last worker (SHARED_DONE_MARKER_TTL): don't crawl again."""
         return f"{self.base}:finished"
@@ -90,5 +97,6 @@ class CrawlKeys:
             self.seeded,
             self.workers,
             self.idle,
+            self.alive,
             self.finished,
         ]

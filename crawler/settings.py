@@ -102,6 +102,9 @@ SHARED_HEARTBEAT_INTERVAL = env("SHARED_HEARTBEAT_INTERVAL", 5.0)
 SHARED_WORKER_TIMEOUT = env("SHARED_WORKER_TIMEOUT", 60.0)
 # An idle worker leaves after this long even if the crawl isn't done (0: wait until done).
 SHARED_MAX_IDLE_TIME = env("SHARED_MAX_IDLE_TIME", 600.0)
+# A worker that cannot reach Redis waits this long for it (logging the outage once), then stops
+# with finish reason shared_redis_error (0: wait for ever).
+SHARED_REDIS_DOWN_TIMEOUT = env("SHARED_REDIS_DOWN_TIMEOUT", 60.0)
 # Safety net: keys of a crawl nobody heartbeats for this long expire (0: never).
 SHARED_KEY_TTL = env("SHARED_KEY_TTL", 7 * 24 * 3600)
 # >0: the last worker leaves a "finished" marker for this long, so a worker that starts late with

@@ -26,7 +26,6 @@ A running server reads ``server.config`` per request, so a test may swap it:
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import math
 import sys
@@ -42,9 +41,10 @@ from demo.catalogue import (
     BLANKABLE_FIELDS,
     BROKEN_EVERY_PAGE,
     FORBIDDEN_STRIDE,
-    PER_PAGE,
     Book,
     detail_html,
+    list_html,
+    page_count,
     page_html,
 )
 
@@ -84,7 +84,7 @@ class SiteConfig:
 
     @property
     def pages(self) -> int:
-        return max(1, -(-self.books // PER_PAGE))
+        return page_count(self.books)
 
     def broken_links(self) -> list[str]:
         return [
@@ -139,25 +139,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         if not raw_number.isdigit() or not 1 <= int(raw_number) <= config.pages:
             self._not_found()
             return
-        number = int(raw_number)
-        first = (number - 1) * PER_PAGE + 1
-        books = [Book(n) for n in range(first, min(first + PER_PAGE, config.books + 1))]
-        rows = [
-            f"<li class='book'><a href='{b.path}'>{html.escape(b.title)}</a>"
-            f" <span class='price'>£{b.price}</span></li>"
-            for b in books
-        ]
-        if number % BROKEN_EVERY_PAGE == 0:
-            rows.append(
-                f"<li class='book'><a href='/catalogue/book-missing-{number}.html'>Lost</a></li>"
-            )
-        pager = ""
-        if number > 1:
-            pager += f"<a class='prev' href='/catalogue/page-{number - 1}.html'>previous</a>"
-        if number < config.pages:
-            pager += f"<a class='next' href='/catalogue/page-{number + 1}.html'>next</a>"
-        body = f"<h1>Catalogue, page {number}</h1><ul class='books'>{''.join(rows)}</ul><nav>{pager}</nav>"
-        self._send(HTTPStatus.OK, page_html(f"Page {number}", body))
+        self._send(HTTPStatus.OK, list_html(int(raw_number), config.books))
 
     def _detail_page(self, raw_number: str) -> None:
         config = self.server.config

@@ -69,3 +69,33 @@ def detail_html(book: Book, blank: frozenset[str]) -> bytes:
         "</article>"
     )
     return page_html(title or f"Book {book.number}", body)
+
+
+def page_count(books: int, per_page: int = PER_PAGE) -> int:
+    """How many list pages ``books`` books take."""
+    return max(1, -(-books // per_page))
+
+
+def list_html(number: int, books: int, per_page: int = PER_PAGE) -> bytes:
+    """List page ``number`` of a shop of ``books`` books, ``per_page`` to a page: its books, a
+    broken link on every ``BROKEN_EVERY_PAGE``-th page, and previous/next links."""
+    pages = page_count(books, per_page)
+    first = (number - 1) * per_page + 1
+    rows = [
+        f"<li class='book'><a href='{b.path}'>{html.escape(b.title)}</a>"
+        f" <span class='price'>£{b.price}</span></li>"
+        for b in (Book(n) for n in range(first, min(first + per_page, books + 1)))
+    ]
+    if number % BROKEN_EVERY_PAGE == 0:
+        rows.append(
+            f"<li class='book'><a href='/catalogue/book-missing-{number}.html'>Lost</a></li>"
+        )
+    pager = ""
+    if number > 1:
+        pager += f"<a class='prev' href='/catalogue/page-{number - 1}.html'>previous</a>"
+    if number < pages:
+        pager += f"<a class='next' href='/catalogue/page-{number + 1}.html'>next</a>"
+    body = (
+        f"<h1>Catalogue, page {number}</h1><ul class='books'>{''.join(rows)}</ul><nav>{pager}</nav>"
+    )
+    return page_html(f"Page {number}", body)

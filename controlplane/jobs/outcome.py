@@ -25,6 +25,18 @@ from typing import Any
 OK_FINISH_REASONS = frozenset(
     {"finished", "closespider_timeout", "closespider_itemcount", "closespider_pagecount"}
 )
+# Finish reasons a shared (fan-out) crawl's worker stops with when it loses Redis, each with the
+# cause it is filed under and why the job failed (crawler/spiders/shared.py).
+SHARED_CRAWL_FAILURES: dict[str, tuple[str, str]] = {
+    "shared_frontier_lost": (
+        "shared_frontier_lost",
+        "Redis lost the shared crawl's queue and duplicate filter mid-crawl; pages may be missing",
+    ),
+    "shared_redis_error": (
+        "shared_redis_error",
+        "the shared crawl could not reach Redis for longer than SHARED_REDIS_DOWN_TIMEOUT",
+    ),
+}
 # Why the control plane asked a job to stop; recorded in Job.reason when the cancel is sent.
 CANCEL_OPERATOR = "cancel requested by an operator"
 CANCEL_TIMEOUT = "ran longer than max_runtime"
@@ -162,6 +174,9 @@ def classify(
             return outcome(
                 "failed", "shut down by a signal the control plane did not send", "finish_reason"
             )
+        if finish_reason in SHARED_CRAWL_FAILURES:
+            cause, why = SHARED_CRAWL_FAILURES[finish_reason]
+            return outcome("failed", f"finish reason {finish_reason!r}: {why}", cause)
         return outcome("failed", f"finish reason {finish_reason or 'missing'!r}", "finish_reason")
     errors = int(stats.get("log_count/ERROR", 0) or 0)
     if errors > error_threshold:

@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import redis
@@ -24,86 +23,20 @@ import scrapy
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, DontCloseSpider
-from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings
+from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import AsyncioLoopingCall, create_looping_call
+from scrapy.utils.defer import deferred_from_coro
 from scrapy_redis.spiders import RedisMixin
 from twisted.internet.task import LoopingCall
 
-from crawler.redis_coordination import SeedOutcome, SharedCrawl, new_worker_id
+from crawler.redis_coordination import FrontierLost, SeedOutcome, SharedCrawl, new_worker_id
 from crawler.redis_keys import CrawlKeys, crawl_id_argument
-from crawler.redis_support import SharedCrawlError, connect
+from crawler.redis_support import RedisHealth, SharedCrawlError, connect
+from crawler.shared_settings import REQUIRED_SETTINGS, SharedTiming, enforce
 from crawler.sharedkeys import DEFAULT_KEY_PREFIX
 from crawler.spiders.base import Arg, BaseSpider, url_argument
 
 logger = logging.getLogger(__name__)
-
-# Settings a shared crawl cannot work without. They win over ``-s`` (with a warning) because any
-# other value silently breaks the crawl: PERSIST=False lets the first worker to finish wipe the
-# shared queue, the stock dupefilter crashes under the scrapy-redis scheduler, and the stock queue
-# class doesn't mark a worker busy when it takes a request.
-REQUIRED_SETTINGS: dict[str, Any] = {
-    "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
-    "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
-    "SCHEDULER_QUEUE_CLASS": "crawler.redis_support.SharedPriorityQueue",
-    "SCHEDULER_PERSIST": True,
-    "SCHEDULER_FLUSH_ON_START": False,
-    "SCHEDULER_IDLE_BEFORE_CLOSE": 0,
-    "REDIS_START_URLS_AS_SET": False,
-    "REDIS_START_URLS_AS_ZSET": False,
-}
-
-
-# Above ``-s``: Scrapy re-applies the command-line settings after ``update_settings`` runs, and
-# equal priority would let them back in.
-_ENFORCED_PRIORITY = SETTINGS_PRIORITIES["cmdline"] + 1
-
-
-def _enforce(settings: BaseSettings, name: str, value: Any) -> None:
-    """Pin ``name`` to ``value`` above every user priority; warn if that overrides their value."""
-    current = settings.get(name)
-    explicit = (settings.getpriority(name) or 0) > SETTINGS_PRIORITIES["default"]
-    if explicit and current not in (None, value):
-        logger.warning("ignoring %s=%r: shared crawls need %r", name, current, value)
-    settings.set(name, value, priority=_ENFORCED_PRIORITY)
-
-
-@dataclass(frozen=True)
-class SharedTiming:
-    """How often a worker looks at Redis, proves it is alive, and how long it waits."""
-
-    idle_tick: float
-    heartbeat_interval: float
-    worker_timeout: float
-    max_idle_time: float
-    key_ttl: int
-    done_marker_ttl: int
-
-    @classmethod
-    def from_settings(cls, settings: BaseSettings) -> SharedTiming:
-        try:
-            timing = cls(
-                idle_tick=settings.getfloat("SHARED_IDLE_TICK", 1.0),
-                heartbeat_interval=settings.getfloat("SHARED_HEARTBEAT_INTERVAL", 5.0),
-                worker_timeout=settings.getfloat("SHARED_WORKER_TIMEOUT", 60.0),
-                max_idle_time=settings.getfloat("SHARED_MAX_IDLE_TIME", 600.0),
-                key_ttl=settings.getint("SHARED_KEY_TTL", 7 * 24 * 3600),
-                done_marker_ttl=settings.getint("SHARED_DONE_MARKER_TTL", 0),
-            )
-        except ValueError as exc:
-            raise SharedCrawlError(f"bad SHARED_* setting: {exc}") from None
-        if timing.idle_tick <= 0 or timing.heartbeat_interval <= 0:
-            raise SharedCrawlError("SHARED_IDLE_TICK and SHARED_HEARTBEAT_INTERVAL must be > 0")
-        # A live worker must never look dead: allow a few missed heartbeats.
-        if timing.worker_timeout < 3 * timing.heartbeat_interval:
-            raise SharedCrawlError(
-                f"SHARED_WORKER_TIMEOUT ({timing.worker_timeout}) must be at least three "
-                f"SHARED_HEARTBEAT_INTERVALs ({timing.heartbeat_interval})"
-            )
-        if min(timing.max_idle_time, timing.key_ttl, timing.done_marker_ttl) < 0:
-            raise SharedCrawlError(
-                "SHARED_MAX_IDLE_TIME, SHARED_KEY_TTL and SHARED_DONE_MARKER_TTL must be >= 0"
-            )
-        return timing
 
 
 class SharedSpider(RedisMixin, BaseSpider):
@@ -123,14 +56,17 @@ class SharedSpider(RedisMixin, BaseSpider):
     crawl_id: str
     shared: SharedCrawl
     timing: SharedTiming
+    redis_health: RedisHealth
     _heartbeat: AsyncioLoopingCall | LoopingCall
     _idle_since: float | None
+    _stopping: str | None = None  # the reason this worker is closing itself with, once it is
+    _closing: Any = None  # the Deferred of that close, kept so it is not collected
 
     @classmethod
     def update_settings(cls, settings: BaseSettings) -> None:
         super().update_settings(settings)
         for name, value in REQUIRED_SETTINGS.items():
-            _enforce(settings, name, value)
+            enforce(settings, name, value)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SharedSpider:
@@ -155,8 +91,8 @@ class SharedSpider(RedisMixin, BaseSpider):
         keys = CrawlKeys.build(
             settings.get("SHARED_KEY_PREFIX") or DEFAULT_KEY_PREFIX, self.name, self.crawl_id
         )
-        _enforce(settings, "SCHEDULER_QUEUE_KEY", keys.requests)
-        _enforce(settings, "SCHEDULER_DUPEFILTER_KEY", keys.dupefilter)
+        enforce(settings, "SCHEDULER_QUEUE_KEY", keys.requests)
+        enforce(settings, "SCHEDULER_DUPEFILTER_KEY", keys.dupefilter)
         self.redis_key = keys.start_urls
 
         connect(settings).close()  # clear error now rather than a traceback at the first request
@@ -175,6 +111,12 @@ class SharedSpider(RedisMixin, BaseSpider):
         except redis.RedisError as exc:
             raise SharedCrawlError(f"cannot register with Redis: {exc}") from None
         self._idle_since = None
+        self.redis_health = RedisHealth(
+            self.crawl_id,
+            crawler,
+            give_up_after=self.timing.redis_down_timeout,
+            give_up=lambda: self._stop("shared_redis_error"),
+        )
         # Heartbeat from now on, not from spider_opened: middlewares and pipelines can take
         # seconds to start, and a registered worker that looks dead could be pruned meanwhile.
         self._heartbeat = create_looping_call(self._beat)
@@ -216,8 +158,42 @@ class SharedSpider(RedisMixin, BaseSpider):
     def _beat(self) -> None:
         try:
             self.shared.heartbeat()
+        except FrontierLost as exc:
+            self.frontier_lost(exc)
+            return
         except redis.RedisError as exc:
-            logger.warning("shared crawl %r: heartbeat failed: %s", self.crawl_id, exc)
+            self.redis_health.failed(exc, "heartbeat failed")
+            return
+        self.redis_health.ok()
+
+    # --- losing Redis ---------------------------------------------------------------------------
+
+    def frontier_lost(self, exc: FrontierLost) -> None:
+        """Redis lost this crawl's data: stop with ``shared_frontier_lost`` rather than finish.
+
+        What was queued and what was seen are gone, so carrying on could only end in a crawl that
+        looks complete with pages missing. Logged once, as an ERROR, and the distinct finish
+        reason makes the control plane file the job as failed (cause ``shared_frontier_lost``).
+        """
+        if self._stopping is None:
+            logger.error(
+                "shared crawl %r: its Redis frontier is gone (%s; Redis restarted without "
+                "persistence, was flushed, or the keys expired); the requests it held are lost, so "
+                "this worker stops instead of finishing with pages missing. Run the crawl again.",
+                self.crawl_id,
+                exc,
+            )
+            self.crawler.stats.set_value("crawlfleet/shared/frontier_lost", True)
+        self._stop("shared_frontier_lost")
+
+    def _stop(self, reason: str) -> None:
+        """Close the spider with ``reason``, once, from outside a callback."""
+        if self._stopping is not None:
+            return
+        self._stopping = reason
+        engine = self.crawler.engine
+        if engine is not None:
+            self._closing = deferred_from_coro(engine.close_spider_async(reason=reason))
 
     # --- seeding and start URLs -----------------------------------------------------------------
 
@@ -243,7 +219,15 @@ class SharedSpider(RedisMixin, BaseSpider):
 
     def pop_list_queue(self, redis_key: str, batch_size: int) -> list[bytes]:
         """RedisMixin's start-URL pop, made atomic with marking this worker busy."""
-        found = self.shared.pop_start_urls(batch_size, redis_key)
+        try:
+            found = self.shared.pop_start_urls(batch_size, redis_key)
+        except FrontierLost as exc:
+            self.frontier_lost(exc)
+            return []
+        except redis.RedisError as exc:
+            self.redis_health.failed(exc, "taking start URLs")
+            return []
+        self.redis_health.ok()
         if found:
             self.note_busy()
         return found
@@ -290,11 +274,19 @@ class SharedSpider(RedisMixin, BaseSpider):
             found += 1
         if found:
             raise DontCloseSpider
+        if self._stopping is not None:
+            raise CloseSpider(self._stopping)
         try:
             status = self.shared.mark_idle()
+        except FrontierLost as exc:
+            self.frontier_lost(exc)
+            raise CloseSpider("shared_frontier_lost") from None
         except redis.RedisError as exc:
-            logger.error("shared crawl %r: lost Redis: %s", self.crawl_id, exc)
-            raise CloseSpider("shared_redis_error") from None
+            # Not a verdict on the crawl: wait for Redis (RedisHealth stops the worker if it
+            # stays away for SHARED_REDIS_DOWN_TIMEOUT).
+            self.redis_health.failed(exc, "checking whether the crawl is done")
+            raise DontCloseSpider from None
+        self.redis_health.ok()
         if status.done:
             logger.info(
                 "shared crawl %r is done: queue empty and all %d worker(s) idle",
@@ -329,7 +321,12 @@ class SharedSpider(RedisMixin, BaseSpider):
             logger.error("shared crawl %r: could not unregister: %s", self.crawl_id, exc)
             self.crawler.stats.set_value("crawlfleet/shared/cleanup", "error")
             return
-        if outcome.deleted:
+        if outcome.deleted and self._stopping == "shared_frontier_lost":
+            result = "deleted"
+            logger.info(
+                "last worker out of lost shared crawl %r: deleted what was left", self.crawl_id
+            )
+        elif outcome.deleted:
             result = "deleted"
             logger.info(
                 "last worker out: deleted every key of shared crawl %r%s",

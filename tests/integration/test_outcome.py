@@ -202,6 +202,13 @@ def test_finish_reasons(reason, state):
     assert classify(Evidence(reported_stats={"finish_reason": reason})).state == state
 
 
+@pytest.mark.parametrize("reason", ["shared_frontier_lost", "shared_redis_error"])
+def test_a_shared_crawl_that_lost_redis_fails_under_its_own_cause(reason):
+    verdict = classify(Evidence(reported_stats={"finish_reason": reason}))
+    assert (verdict.state, verdict.cause) == ("failed", reason)
+    assert verdict.reason.startswith(f"finish reason {reason!r}: ")
+
+
 def test_cancel_that_came_too_late_keeps_the_real_outcome(logs):
     assert classify(evidence_from(logs, "ok"), cancel_reason=CANCEL_OPERATOR).state == "succeeded"
 

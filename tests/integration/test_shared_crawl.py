@@ -356,7 +356,8 @@ def test_last_worker_out_of_an_unfinished_crawl_keeps_it_for_a_resume(redis_url:
         again.join()
         assert again.seed(["http://example.test/"]) is SeedOutcome.ALREADY_SEEDED
         # ...or the control plane gives up on it and purges it.
-        assert purge_crawl(client, SPIDER, "unit", prefix="test") == 4
+        # seeded, requests, start_urls, workers (a2) and alive
+        assert purge_crawl(client, SPIDER, "unit", prefix="test") == 5
         assert client.keys("*") == []
 
 
