@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -151,28 +152,63 @@ def observe_fire_to_dispatch(jobs: list[Job]) -> None:
         FIRE_TO_DISPATCH.observe_many(values, trigger=trigger)
 
 
-def send_all(placements: list[Placement]) -> int:
-    """Send concurrently; record each node's outcomes as soon as that node has answered all."""
-    if not placements:
-        return 0
-    pool = _send_pool()
-    remaining: Counter[int] = Counter(p.node.pk for p in placements)
-    answered: dict[int, list[SendResult]] = defaultdict(list)
-    futures: list[Future[SendResult]] = [pool.submit(send, p) for p in placements]
-    accepted = 0
-    for future in as_completed(futures):
-        result = future.result()
-        node_id = result.placement.node.pk
-        answered[node_id].append(result)
-        remaining[node_id] -= 1
-        if remaining[node_id] == 0:
-            results = answered.pop(node_id)
+class Sends:
+    """Sends in flight, and the recording of their outcomes, for a caller that goes on planning.
+
+    ``submit`` hands a planned batch to the sender threads and returns at once; ``record_answered``
+    writes the outcomes of every (batch, node) group whose sends are all answered, one batch per
+    group, on the caller's thread (sender threads never touch the database). ``on_answer`` is
+    called on a sender thread after each answer, to wake the caller.
+    """
+
+    def __init__(self, on_answer: Callable[[], None] | None = None) -> None:
+        self.on_answer = on_answer
+        self.pending = 0
+        self.submitted = 0
+        self._batches = 0
+        self._groups: dict[tuple[int, int], list[Future[SendResult]]] = defaultdict(list)
+
+    def submit(self, placements: list[Placement]) -> None:
+        pool = _send_pool()
+        self._batches += 1
+        for placement in placements:
+            future = pool.submit(send, placement)
+            if self.on_answer is not None:
+                future.add_done_callback(lambda _: self.on_answer())
+            self._groups[(self._batches, placement.node.pk)].append(future)
+            self.pending += 1
+            self.submitted += 1
+
+    def record_answered(self) -> int:
+        """Record each fully answered group; returns how many jobs the nodes accepted."""
+        accepted = 0
+        for key, futures in list(self._groups.items()):
+            if not all(f.done() for f in futures):
+                continue
+            del self._groups[key]
+            self.pending -= len(futures)
+            results = [f.result() for f in futures]
             accepted += sum(r.outcome == "accepted" for r in results)
             try:
                 record(results)
             except Exception:
                 # The jobs stay dispatching; the poller finds them on the node (or not).
-                logger.exception("could not record dispatch outcomes for node %s", node_id)
+                logger.exception("could not record dispatch outcomes for node %s", key[1])
+        return accepted
+
+
+def send_all(placements: list[Placement]) -> int:
+    """Send concurrently; record each node's outcomes as soon as that node has answered all."""
+    if not placements:
+        return 0
+    answered = threading.Event()
+    sends = Sends(on_answer=answered.set)
+    sends.submit(placements)
+    accepted = 0
+    while sends.pending:
+        answered.wait()
+        answered.clear()
+        accepted += sends.record_answered()
     return accepted
 
 

@@ -1,8 +1,12 @@
 """The scheduler process: cron fires become TaskRuns exactly once, and queued jobs go to nodes.
 
-APScheduler holds one job per enabled task, with the task's own trigger, so the process wakes at
-the fire time itself rather than on a polling tick. APScheduler only decides *when*; what a
-wake-up does is decided from the database, so replicas and restarts agree:
+Each task's next fire is computed from its own trigger (APScheduler's cron arithmetic, made
+wall-clock aware in :mod:`controlplane.scheduling.cron`), and the process sleeps until the
+earliest of them, so it wakes at the fire time itself rather than on a polling tick. One timer
+for all tasks, not one timer job per task: a burst of hundreds of tasks due at the same second
+is one wake-up, not hundreds of timer callbacks competing with the fire for the interpreter.
+The timer only decides *when*; what a wake-up does is decided from the database, so replicas and
+restarts agree:
 
 * Each task has a bookmark, ``fired_through``: every fire at or before it has been handled. On
   every wake-up (and every sync, as a safety net) the fires in ``(fired_through, now]`` of each due
@@ -13,9 +17,9 @@ wake-up does is decided from the database, so replicas and restarts agree:
   newest few fires within the grace run; older ones are recorded as missed, at most a bounded
   number per task (:mod:`controlplane.scheduling.fireplan`), so a per-second task down for a week costs nothing.
 * A sync every ``CRAWLFLEET_SCHEDULER_SYNC`` seconds reloads the task table (compared by ``updated_at``)
-  and adds, reschedules or removes APScheduler jobs. A task enabled again, or given a new cron or
+  and adds, reschedules or removes tasks. A task enabled again, or given a new cron or
   timezone, starts counting from that change, not from its old bookmark. A task without a cron
-  (it only runs after another task: :mod:`controlplane.jobs.chains`) gets no APScheduler job.
+  (it only runs after another task: :mod:`controlplane.jobs.chains`) has no next fire.
 
 Dispatching runs on its own thread: right after runs are created, and every
 ``CRAWLFLEET_SCHEDULER_TICK`` seconds for jobs still queued (retries, a full fleet, overlap). Claims
@@ -24,7 +28,6 @@ are conditional updates, so replicas never send a job twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -35,10 +38,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, close_old_connections, connections, transaction
@@ -90,14 +89,10 @@ class Scheduler:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.schedules: dict[int, TaskSchedule] = {}
         self.counters: Counter[str] = Counter()
-        self._aps = BackgroundScheduler(
-            timezone=UTC,
-            executors={"default": APSThreadPool(4)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-        )
         self._wake = threading.Event()
         self._sync_due = threading.Event()
-        self._dispatch_due = threading.Event()
+        self._dispatch_due = threading.Event()  # runs were recorded: plan
+        self._dispatch_wake = threading.Event()  # that, or a send was answered
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name="dispatcher", daemon=True
@@ -113,20 +108,17 @@ class Scheduler:
             self.tick,
             self.sync_interval,
         )
-        self._aps.start()
-        self._aps.add_job(
-            self._request_sync, IntervalTrigger(seconds=self.sync_interval), id="sync"
-        )
         if self.dispatch_jobs:
             self._dispatcher.start()
-        self._sync_due.set()
+        next_sync = time.monotonic()
         try:
             while not self._stopping.is_set():
-                if self._sync_due.is_set():
+                if self._sync_due.is_set() or time.monotonic() >= next_sync:
                     self._sync_due.clear()
+                    next_sync = time.monotonic() + self.sync_interval
                     self._guarded("sync", self.sync)
                 self._guarded("fire", self.fire_due)
-                self._wake.wait(timeout=self.sync_interval)
+                self._wake.wait(timeout=self._sleep(next_sync))
                 self._wake.clear()
         finally:
             self._shutdown()
@@ -136,9 +128,18 @@ class Scheduler:
         self._stopping.set()
         self._wake.set()
         self._dispatch_due.set()
+        self._dispatch_wake.set()
+
+    def _sleep(self, next_sync: float) -> float:
+        """Seconds until the next sync or the earliest next fire of any task."""
+        until_sync = next_sync - time.monotonic()
+        fires = [s.next_fire for s in self.schedules.values() if s.next_fire is not None]
+        if fires:
+            until_fire = (min(fires) - timezone.now()).total_seconds()
+            return max(0.0, min(until_sync, until_fire))
+        return max(0.0, until_sync)
 
     def _shutdown(self) -> None:
-        self._aps.shutdown(wait=False)
         if self._dispatcher.is_alive():
             # A dispatch in progress finishes: its sends are bounded by the node timeout.
             self._dispatcher.join(timeout=settings.CRAWLFLEET_NODE_TIMEOUT * 2 + 5)
@@ -151,14 +152,7 @@ class Scheduler:
             self.counters["dispatched"],
         )
 
-    # --- APScheduler callbacks: they only wake the worker threads -----------------------------
-    def _on_fire(self, task_id: int) -> None:
-        self._wake.set()
-
-    def _request_sync(self) -> None:
-        self._sync_due.set()
-        self._wake.set()
-
+    # --- work units --------------------------------------------------------------------------
     def _guarded(self, what: str, work: Callable[[], _T]) -> _T | None:
         """Run one unit of work; a database error is logged and retried later, never fatal."""
         close_old_connections()
@@ -212,11 +206,8 @@ class Scheduler:
                     schedule.floor = _later(known.floor, updated_at)
             schedule.refresh_next_fire()
             self.schedules[pk] = schedule
-            if known is None or known.schedule_changed(schedule) or known.trigger is None:
-                self._reschedule(schedule)
         for pk in set(self.schedules) - seen:
             del self.schedules[pk]
-            self._unschedule(pk)
 
     def _trigger(self, schedule: TaskSchedule) -> cron.WallClockCronTrigger | None:
         if not schedule.cron:  # a chained-only task: it runs after another task, never by itself
@@ -233,24 +224,6 @@ class Scheduler:
         self._invalid_logged.pop(schedule.task_id, None)
         return trigger
 
-    def _reschedule(self, schedule: TaskSchedule) -> None:
-        job_id = f"task-{schedule.task_id}"
-        if not schedule.enabled or schedule.trigger is None:
-            self._unschedule(schedule.task_id)
-            return
-        self._aps.add_job(
-            self._on_fire,
-            trigger=schedule.trigger,
-            args=[schedule.task_id],
-            id=job_id,
-            name=schedule.name,
-            replace_existing=True,
-        )
-
-    def _unschedule(self, task_id: int) -> None:
-        with contextlib.suppress(JobLookupError):
-            self._aps.remove_job(f"task-{task_id}")
-
     # --- fires -----------------------------------------------------------------------------------
     def fire_due(self, now: datetime | None = None) -> int:
         """Record the due fires of every task; returns how many runs were created."""
@@ -262,15 +235,20 @@ class Scheduler:
         due.sort(key=lambda s: (s.next_fire, s.task_id))
         created: list[TaskRun] = []
         plans: list[FirePlan] = []
+        # Tasks sharing a schedule share their next fire: each is computed once per wake-up.
+        following: dict[tuple[str, str, datetime], datetime | None] = {}
         offset, size = 0, FIRST_FIRE_CHUNK
         while offset < len(due):
             chunk = due[offset : offset + size]
             offset, size = offset + size, FIRE_CHUNK
-            chunk_created, chunk_plans = self._record(sorted(s.task_id for s in chunk), now)
+            chunk_created, chunk_plans = self._record(
+                sorted(s.task_id for s in chunk), now, following
+            )
             created += chunk_created
             plans += chunk_plans
             if chunk_created:
                 self._dispatch_due.set()
+                self._dispatch_wake.set()
         for schedule in due:
             schedule.refresh_next_fire()
         runs = sum(len(p.to_run) for p in plans)
@@ -289,7 +267,12 @@ class Scheduler:
             logger.debug("%d fire(s) already recorded by another scheduler", runs)
         return len(created)
 
-    def _record(self, task_ids: list[int], now: datetime) -> tuple[list[TaskRun], list[FirePlan]]:
+    def _record(
+        self,
+        task_ids: list[int],
+        now: datetime,
+        next_fires: dict[tuple[str, str, datetime], datetime | None],
+    ) -> tuple[list[TaskRun], list[FirePlan]]:
         plans: list[FirePlan] = []
         advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
         handled: list[tuple[TaskSchedule, datetime, datetime | None]] = []
@@ -313,9 +296,12 @@ class Scheduler:
                 known, following = None, None
                 if start == schedule.next_fire_after and schedule.next_fire is not None:
                     # The usual wake-up: one fire, already known; is there a second one due?
-                    following = trigger.next_at_or_after(
-                        schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
-                    )
+                    key = (schedule.cron, schedule.timezone, schedule.next_fire)
+                    if key not in next_fires:
+                        next_fires[key] = trigger.next_at_or_after(
+                            schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
+                        )
+                    following = next_fires[key]
                     if following is None or following > now:
                         known = [schedule.next_fire] if schedule.next_fire <= now else []
                 plan = plan_fires(trigger, start, now, task.misfire_grace, times=known)
@@ -346,31 +332,61 @@ class Scheduler:
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
             self._dispatch_due.wait(timeout=self.tick)
-            self._dispatch_due.clear()
+            self._dispatch_wake.clear()
             if self._stopping.is_set():
                 break
             self._guarded("dispatch", self.dispatch_all)
         connections.close_all()
 
     def dispatch_all(self) -> int:
-        """Dispatch until nothing more can be placed; returns how many jobs nodes accepted."""
-        accepted = 0
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            placements = placement.plan(DISPATCH_BATCH)
-            if not placements:
-                break
-            planned = time.monotonic()
-            sent = dispatcher.send_all(placements)
-            accepted += sent
+        """Plan and send until nothing more can be placed and every send is answered; returns
+        how many jobs nodes accepted.
+
+        Planning does not wait for the sends: while one batch is on its way to the nodes, the
+        runs the fire records meanwhile (it signals each chunk) are planned and sent too, so the
+        first jobs of a burst leave while the rest are still being recorded.
+        """
+        wake = self._dispatch_wake
+        sends = dispatcher.Sends(on_answer=wake.set)
+        started, planning, passes = time.monotonic(), 0.0, 0
+        accepted, more = 0, True
+        try:
+            while not self._stopping.is_set():
+                if more or self._dispatch_due.is_set():
+                    self._dispatch_due.clear()
+                    began = time.monotonic()
+                    planned = self._plan_and_send(sends)
+                    more = planned == DISPATCH_BATCH
+                    if planned:
+                        planning += time.monotonic() - began
+                        passes += 1
+                accepted += sends.record_answered()
+                if not (more or sends.pending or self._dispatch_due.is_set()):
+                    break
+                if not more:
+                    wake.wait(timeout=self.tick)
+                    wake.clear()
+        finally:
+            while sends.pending:  # stopping: the sends in flight finish (bounded by the timeout)
+                wake.wait(timeout=self.tick)
+                wake.clear()
+                accepted += sends.record_answered()
+            self.counters["dispatched"] += accepted
+        if passes:
             logger.info(
-                "dispatched %d job(s), %d accepted (plan %.0f ms, send %.0f ms)",
-                len(placements),
-                sent,
-                (planned - started) * 1000,
-                (time.monotonic() - planned) * 1000,
+                "dispatched %d job(s), %d accepted (%d planning pass(es), plan %.0f ms, "
+                "all answered after %.0f ms)",
+                sends.submitted,
+                accepted,
+                passes,
+                planning * 1000,
+                (time.monotonic() - started) * 1000,
             )
-            if len(placements) < DISPATCH_BATCH:
-                break
-        self.counters["dispatched"] += accepted
         return accepted
+
+    def _plan_and_send(self, sends: dispatcher.Sends) -> int:
+        """One planning pass, its jobs handed to the senders; how many were planned."""
+        placements = placement.plan(DISPATCH_BATCH)
+        if placements:
+            sends.submit(placements)
+        return len(placements)
