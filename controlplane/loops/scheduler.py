@@ -28,6 +28,7 @@ are conditional updates, so replicas never send a job twice.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -91,8 +92,10 @@ class Scheduler:
         self.counters: Counter[str] = Counter()
         self._wake = threading.Event()
         self._sync_due = threading.Event()
-        self._dispatch_due = threading.Event()  # runs were recorded: plan
+        self._dispatch_due = threading.Event()  # jobs may be due: plan
         self._dispatch_wake = threading.Event()  # that, or a send was answered
+        self._sends = dispatcher.Sends(on_answer=self._dispatch_wake.set)
+        self._next_tick = 0.0
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name="dispatcher", daemon=True
@@ -108,6 +111,9 @@ class Scheduler:
             self.tick,
             self.sync_interval,
         )
+        # Start-up's long-lived objects (modules, Django's caches) out of the cyclic collector's
+        # sight: the collections a burst's many new rows set off then scan only those rows.
+        gc.freeze()
         if self.dispatch_jobs:
             self._dispatcher.start()
         next_sync = time.monotonic()
@@ -241,14 +247,19 @@ class Scheduler:
         while offset < len(due):
             chunk = due[offset : offset + size]
             offset, size = offset + size, FIRE_CHUNK
+            began = time.monotonic()
             chunk_created, chunk_plans = self._record(
                 sorted(s.task_id for s in chunk), now, following
             )
             created += chunk_created
             plans += chunk_plans
-            if chunk_created:
-                self._dispatch_due.set()
-                self._dispatch_wake.set()
+            logger.debug(
+                "recorded %d run(s) in %.0f ms",
+                len(chunk_created),
+                (time.monotonic() - began) * 1000,
+            )
+            if chunk_created and self.dispatch_jobs:
+                self._plan_now()
         for schedule in due:
             schedule.refresh_next_fire()
         runs = sum(len(p.to_run) for p in plans)
@@ -329,64 +340,53 @@ class Scheduler:
         return created, plans
 
     # --- dispatch --------------------------------------------------------------------------------
+    def _plan_now(self) -> None:
+        """Plan the jobs a chunk of fires just made due, on the fire's thread, before the next
+        chunk is recorded: the first jobs of a burst leave while the rest are being recorded."""
+        try:
+            planned = self._plan_and_send()
+        except DatabaseError as exc:
+            logger.info("planning after a fire failed (%s); the dispatcher plans again", exc)
+            planned = DISPATCH_BATCH
+        if planned == DISPATCH_BATCH:  # more may be due: the dispatcher carries on
+            self._dispatch_due.set()
+            self._dispatch_wake.set()
+
     def _dispatch_loop(self) -> None:
+        """Record the nodes' answers as they come; plan when jobs may be due, and every tick."""
         while not self._stopping.is_set():
-            self._dispatch_due.wait(timeout=self.tick)
+            self._guarded("dispatch", self.dispatch_step)
+            if self._dispatch_due.is_set():
+                continue
+            self._dispatch_wake.wait(timeout=max(0.0, self._next_tick - time.monotonic()))
             self._dispatch_wake.clear()
-            if self._stopping.is_set():
-                break
-            self._guarded("dispatch", self.dispatch_all)
+        while self._sends.pending:  # stopping: the sends in flight finish (bounded by timeout)
+            self._dispatch_wake.wait(timeout=self.tick)
+            self._dispatch_wake.clear()
+            self._guarded("dispatch", self.dispatch_step)
         connections.close_all()
 
-    def dispatch_all(self) -> int:
-        """Plan and send until nothing more can be placed and every send is answered; returns
-        how many jobs nodes accepted.
-
-        Planning does not wait for the sends: while one batch is on its way to the nodes, the
-        runs the fire records meanwhile (it signals each chunk) are planned and sent too, so the
-        first jobs of a burst leave while the rest are still being recorded.
-        """
-        wake = self._dispatch_wake
-        sends = dispatcher.Sends(on_answer=wake.set)
-        started, planning, passes = time.monotonic(), 0.0, 0
-        accepted, more = 0, True
-        try:
-            while not self._stopping.is_set():
-                if more or self._dispatch_due.is_set():
-                    self._dispatch_due.clear()
-                    began = time.monotonic()
-                    planned = self._plan_and_send(sends)
-                    more = planned == DISPATCH_BATCH
-                    if planned:
-                        planning += time.monotonic() - began
-                        passes += 1
-                accepted += sends.record_answered()
-                if not (more or sends.pending or self._dispatch_due.is_set()):
-                    break
-                if not more:
-                    wake.wait(timeout=self.tick)
-                    wake.clear()
-        finally:
-            while sends.pending:  # stopping: the sends in flight finish (bounded by the timeout)
-                wake.wait(timeout=self.tick)
-                wake.clear()
-                accepted += sends.record_answered()
-            self.counters["dispatched"] += accepted
-        if passes:
-            logger.info(
-                "dispatched %d job(s), %d accepted (%d planning pass(es), plan %.0f ms, "
-                "all answered after %.0f ms)",
-                sends.submitted,
-                accepted,
-                passes,
-                planning * 1000,
-                (time.monotonic() - started) * 1000,
-            )
+    def dispatch_step(self) -> int:
+        """Record answered sends, and plan if jobs may be due or a tick has passed; returns how
+        many jobs nodes accepted."""
+        accepted = self._sends.record_answered()
+        self.counters["dispatched"] += accepted
+        if self._stopping.is_set():
+            return accepted
+        if self._dispatch_due.is_set() or time.monotonic() >= self._next_tick:
+            self._dispatch_due.clear()
+            self._next_tick = time.monotonic() + self.tick
+            if self._plan_and_send() == DISPATCH_BATCH:
+                self._dispatch_due.set()
         return accepted
 
-    def _plan_and_send(self, sends: dispatcher.Sends) -> int:
+    def _plan_and_send(self) -> int:
         """One planning pass, its jobs handed to the senders; how many were planned."""
+        started = time.monotonic()
         placements = placement.plan(DISPATCH_BATCH)
         if placements:
-            sends.submit(placements)
+            self._sends.submit(placements)
+            logger.debug(
+                "planned %d job(s) in %.0f ms", len(placements), (time.monotonic() - started) * 1000
+            )
         return len(placements)
