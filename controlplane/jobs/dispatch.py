@@ -213,7 +213,7 @@ class Sends:
             if groups and not self._pending:
                 logger.info(
                     "dispatched %d job(s), %d accepted, all answered %.0f ms after the first "
-                    "was planned",
+                    "was handed to the senders",
                     self._sent,
                     self._accepted,
                     (time.monotonic() - self._since) * 1000,

@@ -149,6 +149,8 @@ class Scheduler:
         if self._dispatcher.is_alive():
             # A dispatch in progress finishes: its sends are bounded by the node timeout.
             self._dispatcher.join(timeout=settings.CRAWLFLEET_NODE_TIMEOUT * 2 + 5)
+        if not self._dispatcher.is_alive():
+            self._drain()  # sends the fire handed over after the dispatcher's own drain
         connections.close_all()
         logger.info(
             "scheduler %s stopped: %d run(s) created, %d fire(s) missed, %d job(s) dispatched",
@@ -258,7 +260,7 @@ class Scheduler:
                 len(chunk_created),
                 (time.monotonic() - began) * 1000,
             )
-            if chunk_created and self.dispatch_jobs:
+            if chunk_created and self.dispatch_jobs and not self._stopping.is_set():
                 self._plan_now()
         for schedule in due:
             schedule.refresh_next_fire()
@@ -360,11 +362,15 @@ class Scheduler:
                 continue
             self._dispatch_wake.wait(timeout=max(0.0, self._next_tick - time.monotonic()))
             self._dispatch_wake.clear()
-        while self._sends.pending:  # stopping: the sends in flight finish (bounded by timeout)
+        self._drain()
+        connections.close_all()
+
+    def _drain(self) -> None:
+        """Stopping: the sends in flight finish (bounded by the node timeout) and are recorded."""
+        while self._sends.pending:
             self._dispatch_wake.wait(timeout=self.tick)
             self._dispatch_wake.clear()
             self._guarded("dispatch", self.dispatch_step)
-        connections.close_all()
 
     def dispatch_step(self) -> int:
         """Record answered sends, and plan if jobs may be due or a tick has passed; returns how
