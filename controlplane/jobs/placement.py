@@ -183,6 +183,13 @@ def placeable_nodes() -> QuerySet[Node]:
     )
 
 
+def free_slots() -> int:
+    """Free slots of the placeable nodes right now (a read, no lock: an estimate)."""
+    nodes = list(placeable_nodes())
+    loads = node_loads(nodes)
+    return sum(max(0, n.capacity - loads[n.pk]) for n in nodes)
+
+
 def _fleet() -> _Fleet | None:
     nodes = list(placeable_nodes().order_by("pk"))
     if not nodes:

@@ -243,25 +243,26 @@ class Scheduler:
         due.sort(key=lambda s: (s.next_fire, s.task_id))
         created: list[TaskRun] = []
         plans: list[FirePlan] = []
+        # Each chunk is planned once recorded only if the fleet has a slot for every due task.
+        # When they compete for slots, one planning pass weighs the whole burst (priorities, fair
+        # shares: docs/QUEUE.md) rather than giving the slots to the first chunks.
+        early = self.dispatch_jobs and placement.free_slots() >= len(due)
         # Tasks sharing a schedule share their next fire: each is computed once per wake-up.
         following: dict[tuple[str, str, datetime], datetime | None] = {}
         offset, size = 0, FIRST_FIRE_CHUNK
         while offset < len(due):
             chunk = due[offset : offset + size]
             offset, size = offset + size, FIRE_CHUNK
-            began = time.monotonic()
             chunk_created, chunk_plans = self._record(
                 sorted(s.task_id for s in chunk), now, following
             )
             created += chunk_created
             plans += chunk_plans
-            logger.debug(
-                "recorded %d run(s) in %.0f ms",
-                len(chunk_created),
-                (time.monotonic() - began) * 1000,
-            )
-            if chunk_created and self.dispatch_jobs and not self._stopping.is_set():
+            if chunk_created and early and not self._stopping.is_set():
                 self._plan_now()
+        if created and self.dispatch_jobs and not early:
+            self._dispatch_due.set()
+            self._dispatch_wake.set()
         for schedule in due:
             schedule.refresh_next_fire()
         runs = sum(len(p.to_run) for p in plans)
