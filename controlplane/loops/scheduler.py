@@ -96,6 +96,7 @@ class Scheduler:
         self._dispatch_wake = threading.Event()  # that, or a send was answered
         self._sends = dispatcher.Sends(on_answer=self._dispatch_wake.set)
         self._next_tick = 0.0
+        self._whole_burst = threading.Event()  # a burst is being recorded, to be planned whole
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name="dispatcher", daemon=True
@@ -138,12 +139,9 @@ class Scheduler:
 
     def _sleep(self, next_sync: float) -> float:
         """Seconds until the next sync or the earliest next fire of any task."""
-        until_sync = next_sync - time.monotonic()
         fires = [s.next_fire for s in self.schedules.values() if s.next_fire is not None]
-        if fires:
-            until_fire = (min(fires) - timezone.now()).total_seconds()
-            return max(0.0, min(until_sync, until_fire))
-        return max(0.0, until_sync)
+        until_fire = (min(fires) - timezone.now()).total_seconds() if fires else float("inf")
+        return max(0.0, min(next_sync - time.monotonic(), until_fire))
 
     def _shutdown(self) -> None:
         if self._dispatcher.is_alive():
@@ -247,19 +245,22 @@ class Scheduler:
         # When they compete for slots, one planning pass weighs the whole burst (priorities, fair
         # shares: docs/QUEUE.md) rather than giving the slots to the first chunks.
         early = self.dispatch_jobs and placement.free_slots() >= len(due)
+        if not early:
+            self._whole_burst.set()  # the dispatcher's tick waits for the rest of it too
         # Tasks sharing a schedule share their next fire: each is computed once per wake-up.
         following: dict[tuple[str, str, datetime], datetime | None] = {}
         offset, size = 0, FIRST_FIRE_CHUNK
-        while offset < len(due):
-            chunk = due[offset : offset + size]
-            offset, size = offset + size, FIRE_CHUNK
-            chunk_created, chunk_plans = self._record(
-                sorted(s.task_id for s in chunk), now, following
-            )
-            created += chunk_created
-            plans += chunk_plans
-            if chunk_created and early and not self._stopping.is_set():
-                self._plan_now()
+        try:
+            while offset < len(due):
+                chunk = due[offset : offset + size]
+                offset, size = offset + size, FIRE_CHUNK
+                done, chunk_plans = self._record(sorted(s.task_id for s in chunk), now, following)
+                created += done
+                plans += chunk_plans
+                if done and early and not self._stopping.is_set():
+                    self._plan_now()
+        finally:
+            self._whole_burst.clear()
         if created and self.dispatch_jobs and not early:
             self._dispatch_due.set()
             self._dispatch_wake.set()
@@ -378,7 +379,7 @@ class Scheduler:
         many jobs nodes accepted."""
         accepted = self._sends.record_answered()
         self.counters["dispatched"] += accepted
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._whole_burst.is_set():
             return accepted
         if self._dispatch_due.is_set() or time.monotonic() >= self._next_tick:
             self._dispatch_due.clear()
