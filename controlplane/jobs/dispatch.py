@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -151,28 +153,86 @@ def observe_fire_to_dispatch(jobs: list[Job]) -> None:
         FIRE_TO_DISPATCH.observe_many(values, trigger=trigger)
 
 
-def send_all(placements: list[Placement]) -> int:
-    """Send concurrently; record each node's outcomes as soon as that node has answered all."""
-    if not placements:
-        return 0
-    pool = _send_pool()
-    remaining: Counter[int] = Counter(p.node.pk for p in placements)
-    answered: dict[int, list[SendResult]] = defaultdict(list)
-    futures: list[Future[SendResult]] = [pool.submit(send, p) for p in placements]
-    accepted = 0
-    for future in as_completed(futures):
-        result = future.result()
-        node_id = result.placement.node.pk
-        answered[node_id].append(result)
-        remaining[node_id] -= 1
-        if remaining[node_id] == 0:
-            results = answered.pop(node_id)
+class Sends:
+    """Sends in flight, and the recording of their outcomes, for callers that go on planning.
+
+    ``submit`` (from any thread) hands a planned batch to the sender threads and returns at once;
+    ``record_answered`` (from one thread) writes the outcomes of every (batch, node) group whose
+    sends are all answered, one batch per group; sender threads never touch the database.
+    ``on_answer`` is called on a sender thread after each answer, to wake the recording thread.
+    """
+
+    def __init__(self, on_answer: Callable[[], None] | None = None) -> None:
+        self.on_answer = on_answer
+        self._lock = threading.Lock()
+        self._batches = 0
+        self._groups: dict[tuple[int, int], list[Future[SendResult]]] = {}
+        self._pending = 0
+        # Since the senders were last idle: when the first of these jobs was handed over, and
+        # how many were sent and accepted (for one log line per burst).
+        self._since = 0.0
+        self._sent = self._accepted = 0
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def submit(self, placements: list[Placement]) -> None:
+        pool = _send_pool()
+        with self._lock:
+            self._batches += 1
+            if not self._pending:
+                self._since, self._sent, self._accepted = time.monotonic(), 0, 0
+            self._pending += len(placements)
+            self._sent += len(placements)
+            for placement in placements:
+                future = pool.submit(send, placement)
+                if self.on_answer is not None:
+                    future.add_done_callback(lambda _: self.on_answer())
+                key = (self._batches, placement.node.pk)
+                self._groups.setdefault(key, []).append(future)
+
+    def record_answered(self) -> int:
+        """Record each fully answered group; returns how many jobs the nodes accepted."""
+        with self._lock:
+            ready = [k for k, futures in self._groups.items() if all(f.done() for f in futures)]
+            groups = [(key, self._groups.pop(key)) for key in ready]
+        accepted = 0
+        for key, futures in groups:
+            results = [f.result() for f in futures]
             accepted += sum(r.outcome == "accepted" for r in results)
             try:
                 record(results)
             except Exception:
                 # The jobs stay dispatching; the poller finds them on the node (or not).
-                logger.exception("could not record dispatch outcomes for node %s", node_id)
+                logger.exception("could not record dispatch outcomes for node %s", key[1])
+        with self._lock:
+            self._pending -= sum(len(futures) for _, futures in groups)
+            self._accepted += accepted
+            if groups and not self._pending:
+                logger.info(
+                    "dispatched %d job(s), %d accepted, all answered %.0f ms after the first "
+                    "was handed to the senders",
+                    self._sent,
+                    self._accepted,
+                    (time.monotonic() - self._since) * 1000,
+                )
+        return accepted
+
+
+def send_all(placements: list[Placement]) -> int:
+    """Send concurrently; record each node's outcomes as soon as that node has answered all."""
+    if not placements:
+        return 0
+    answered = threading.Event()
+    sends = Sends(on_answer=answered.set)
+    sends.submit(placements)
+    accepted = 0
+    while sends.pending:
+        answered.wait()
+        answered.clear()
+        accepted += sends.record_answered()
     return accepted
 
 

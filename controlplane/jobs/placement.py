@@ -21,7 +21,6 @@ One dispatch is three steps; this module is the first, :mod:`controlplane.jobs.d
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from django.utils import timezone
 
 from controlplane.deploys.models import NodeDeployment
 from controlplane.jobs.models import Job
+from controlplane.lib.fairlock import FairRLock
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task, TaskRun
 
@@ -45,8 +45,9 @@ PLAN_CHUNK = 500
 REFUSAL_DELAY = timedelta(seconds=5)
 # Serialises this process's write transactions. On SQLite a thread that finds the database
 # locked sleeps in the busy handler's growing steps (up to 100 ms); waiting here instead hands
-# over the moment the other thread commits.
-WRITE_LOCK = threading.RLock()
+# over the moment the other thread commits. Fair: the longest waiter goes next, so a fire
+# recording its burst chunk by chunk lets the planner in between the chunks.
+WRITE_LOCK = FairRLock()
 
 
 @dataclass
@@ -180,6 +181,13 @@ def placeable_nodes() -> QuerySet[Node]:
     return Node.objects.filter(
         enabled=True, draining=False, state__in=[Node.State.UP, Node.State.DEGRADED]
     )
+
+
+def free_slots() -> int:
+    """Free slots of the placeable nodes right now (a read, no lock: an estimate)."""
+    nodes = list(placeable_nodes())
+    loads = node_loads(nodes)
+    return sum(max(0, n.capacity - loads[n.pk]) for n in nodes)
 
 
 def _fleet() -> _Fleet | None:

@@ -2,8 +2,8 @@
 
 The unique (task, scheduled_for) constraint on cron runs is what makes a fire happen once, however
 many schedulers race for it: the loser's insert fails and it does nothing. The scheduler records
-the fires of many tasks at once with :func:`record_fires` (one bulk insert in the common case);
-:func:`create_run` is the same rule for one fire.
+the fires of many tasks at once with :func:`record_fires` (one insert that skips the fires already
+recorded); :func:`create_run` is the same rule for one fire.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from controlplane.deploys.models import Project, Version
 from controlplane.jobs.models import Job
+from controlplane.jobs.rowinserts import insert_all, insert_new
 from controlplane.scheduling.models import Task, TaskRun
 
 MISSED_REASON = "fire time passed more than misfire_grace ago"
@@ -165,9 +166,9 @@ def _tasks_with_active_runs(tasks: Iterable[Task]) -> set[int]:
 def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
     """Record many cron fires at once; returns the runs this call created.
 
-    The common case is one bulk insert of runs and one of jobs. If any fire was already recorded
-    (another replica won it, or this one crashed after inserting), the batch is redone fire by
-    fire and the already-recorded ones are left alone.
+    One insert of the runs that skips every fire already recorded (another replica won it, or
+    this one crashed after inserting: the unique (task, scheduled_for) constraint refuses it, and
+    ``ON CONFLICT DO NOTHING`` leaves it alone), then one insert of the new runs' jobs.
     """
     if not fires:
         return []
@@ -185,30 +186,19 @@ def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
         if version is not None:
             active.add(fire.task.pk)  # a later fire of a "skip" task in this batch is skipped
         prepared.append((run, version, fire.task))
-    try:
-        with transaction.atomic():
-            runs = TaskRun.objects.bulk_create([run for run, _, _ in prepared])
-            jobs = [
-                job
-                for run, version, task in prepared
-                if version is not None
-                for job in _jobs_for(run, task, version)
-            ]
-            Job.objects.bulk_create(jobs)
-            return runs
-    except IntegrityError:
-        pass
-    created = []
-    for fire in ordered:
-        run = create_run(
-            fire.task,
-            fire.scheduled_for,
-            missed=bool(fire.missed_reason),
-            reason=fire.missed_reason,
+    with transaction.atomic():
+        created = insert_new(
+            TaskRun, [run for run, _, _ in prepared], key=("task_id", "scheduled_for")
         )
-        if run is not None:
-            created.append(run)
-    return created
+        mine = {id(run) for run in created}
+        jobs = [
+            job
+            for run, version, task in prepared
+            if version is not None and id(run) in mine
+            for job in _jobs_for(run, task, version)
+        ]
+        insert_all(Job, jobs)
+    return [run for run, _, _ in prepared if id(run) in mine]
 
 
 def create_adhoc_run(

@@ -1,8 +1,12 @@
 """The scheduler process: cron fires become TaskRuns exactly once, and queued jobs go to nodes.
 
-APScheduler holds one job per enabled task, with the task's own trigger, so the process wakes at
-the fire time itself rather than on a polling tick. APScheduler only decides *when*; what a
-wake-up does is decided from the database, so replicas and restarts agree:
+Each task's next fire is computed from its own trigger (APScheduler's cron arithmetic, made
+wall-clock aware in :mod:`controlplane.scheduling.cron`), and the process sleeps until the
+earliest of them, so it wakes at the fire time itself rather than on a polling tick. One timer
+for all tasks, not one timer job per task: a burst of hundreds of tasks due at the same second
+is one wake-up, not hundreds of timer callbacks competing with the fire for the interpreter.
+The timer only decides *when*; what a wake-up does is decided from the database, so replicas and
+restarts agree:
 
 * Each task has a bookmark, ``fired_through``: every fire at or before it has been handled. On
   every wake-up (and every sync, as a safety net) the fires in ``(fired_through, now]`` of each due
@@ -13,9 +17,9 @@ wake-up does is decided from the database, so replicas and restarts agree:
   newest few fires within the grace run; older ones are recorded as missed, at most a bounded
   number per task (:mod:`controlplane.scheduling.fireplan`), so a per-second task down for a week costs nothing.
 * A sync every ``CRAWLFLEET_SCHEDULER_SYNC`` seconds reloads the task table (compared by ``updated_at``)
-  and adds, reschedules or removes APScheduler jobs. A task enabled again, or given a new cron or
+  and adds, reschedules or removes tasks. A task enabled again, or given a new cron or
   timezone, starts counting from that change, not from its old bookmark. A task without a cron
-  (it only runs after another task: :mod:`controlplane.jobs.chains`) gets no APScheduler job.
+  (it only runs after another task: :mod:`controlplane.jobs.chains`) has no next fire.
 
 Dispatching runs on its own thread: right after runs are created, and every
 ``CRAWLFLEET_SCHEDULER_TICK`` seconds for jobs still queued (retries, a full fleet, overlap). Claims
@@ -24,7 +28,7 @@ are conditional updates, so replicas never send a job twice.
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import logging
 import os
 import socket
@@ -35,10 +39,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, close_old_connections, connections, transaction
@@ -90,14 +90,13 @@ class Scheduler:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.schedules: dict[int, TaskSchedule] = {}
         self.counters: Counter[str] = Counter()
-        self._aps = BackgroundScheduler(
-            timezone=UTC,
-            executors={"default": APSThreadPool(4)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-        )
         self._wake = threading.Event()
         self._sync_due = threading.Event()
-        self._dispatch_due = threading.Event()
+        self._dispatch_due = threading.Event()  # jobs may be due: plan
+        self._dispatch_wake = threading.Event()  # that, or a send was answered
+        self._sends = dispatcher.Sends(on_answer=self._dispatch_wake.set)
+        self._next_tick = 0.0
+        self._whole_burst = threading.Event()  # a burst is being recorded, to be planned whole
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name="dispatcher", daemon=True
@@ -113,20 +112,20 @@ class Scheduler:
             self.tick,
             self.sync_interval,
         )
-        self._aps.start()
-        self._aps.add_job(
-            self._request_sync, IntervalTrigger(seconds=self.sync_interval), id="sync"
-        )
+        # Start-up's long-lived objects (modules, Django's caches) out of the cyclic collector's
+        # sight: the collections a burst's many new rows set off then scan only those rows.
+        gc.freeze()
         if self.dispatch_jobs:
             self._dispatcher.start()
-        self._sync_due.set()
+        next_sync = time.monotonic()
         try:
             while not self._stopping.is_set():
-                if self._sync_due.is_set():
+                if self._sync_due.is_set() or time.monotonic() >= next_sync:
                     self._sync_due.clear()
+                    next_sync = time.monotonic() + self.sync_interval
                     self._guarded("sync", self.sync)
                 self._guarded("fire", self.fire_due)
-                self._wake.wait(timeout=self.sync_interval)
+                self._wake.wait(timeout=self._sleep(next_sync))
                 self._wake.clear()
         finally:
             self._shutdown()
@@ -136,12 +135,20 @@ class Scheduler:
         self._stopping.set()
         self._wake.set()
         self._dispatch_due.set()
+        self._dispatch_wake.set()
+
+    def _sleep(self, next_sync: float) -> float:
+        """Seconds until the next sync or the earliest next fire of any task."""
+        fires = [s.next_fire for s in self.schedules.values() if s.next_fire is not None]
+        until_fire = (min(fires) - timezone.now()).total_seconds() if fires else float("inf")
+        return max(0.0, min(next_sync - time.monotonic(), until_fire))
 
     def _shutdown(self) -> None:
-        self._aps.shutdown(wait=False)
         if self._dispatcher.is_alive():
             # A dispatch in progress finishes: its sends are bounded by the node timeout.
             self._dispatcher.join(timeout=settings.CRAWLFLEET_NODE_TIMEOUT * 2 + 5)
+        if not self._dispatcher.is_alive():
+            self._drain()  # sends the fire handed over after the dispatcher's own drain
         connections.close_all()
         logger.info(
             "scheduler %s stopped: %d run(s) created, %d fire(s) missed, %d job(s) dispatched",
@@ -151,14 +158,7 @@ class Scheduler:
             self.counters["dispatched"],
         )
 
-    # --- APScheduler callbacks: they only wake the worker threads -----------------------------
-    def _on_fire(self, task_id: int) -> None:
-        self._wake.set()
-
-    def _request_sync(self) -> None:
-        self._sync_due.set()
-        self._wake.set()
-
+    # --- work units --------------------------------------------------------------------------
     def _guarded(self, what: str, work: Callable[[], _T]) -> _T | None:
         """Run one unit of work; a database error is logged and retried later, never fatal."""
         close_old_connections()
@@ -212,11 +212,8 @@ class Scheduler:
                     schedule.floor = _later(known.floor, updated_at)
             schedule.refresh_next_fire()
             self.schedules[pk] = schedule
-            if known is None or known.schedule_changed(schedule) or known.trigger is None:
-                self._reschedule(schedule)
         for pk in set(self.schedules) - seen:
             del self.schedules[pk]
-            self._unschedule(pk)
 
     def _trigger(self, schedule: TaskSchedule) -> cron.WallClockCronTrigger | None:
         if not schedule.cron:  # a chained-only task: it runs after another task, never by itself
@@ -233,24 +230,6 @@ class Scheduler:
         self._invalid_logged.pop(schedule.task_id, None)
         return trigger
 
-    def _reschedule(self, schedule: TaskSchedule) -> None:
-        job_id = f"task-{schedule.task_id}"
-        if not schedule.enabled or schedule.trigger is None:
-            self._unschedule(schedule.task_id)
-            return
-        self._aps.add_job(
-            self._on_fire,
-            trigger=schedule.trigger,
-            args=[schedule.task_id],
-            id=job_id,
-            name=schedule.name,
-            replace_existing=True,
-        )
-
-    def _unschedule(self, task_id: int) -> None:
-        with contextlib.suppress(JobLookupError):
-            self._aps.remove_job(f"task-{task_id}")
-
     # --- fires -----------------------------------------------------------------------------------
     def fire_due(self, now: datetime | None = None) -> int:
         """Record the due fires of every task; returns how many runs were created."""
@@ -262,15 +241,29 @@ class Scheduler:
         due.sort(key=lambda s: (s.next_fire, s.task_id))
         created: list[TaskRun] = []
         plans: list[FirePlan] = []
+        # Each chunk is planned once recorded only if the fleet has a slot for every due task.
+        # When they compete for slots, one planning pass weighs the whole burst (priorities, fair
+        # shares: docs/QUEUE.md) rather than giving the slots to the first chunks.
+        early = self.dispatch_jobs and placement.free_slots() >= len(due)
+        if not early:
+            self._whole_burst.set()  # the dispatcher's tick waits for the rest of it too
+        # Tasks sharing a schedule share their next fire: each is computed once per wake-up.
+        following: dict[tuple[str, str, datetime], datetime | None] = {}
         offset, size = 0, FIRST_FIRE_CHUNK
-        while offset < len(due):
-            chunk = due[offset : offset + size]
-            offset, size = offset + size, FIRE_CHUNK
-            chunk_created, chunk_plans = self._record(sorted(s.task_id for s in chunk), now)
-            created += chunk_created
-            plans += chunk_plans
-            if chunk_created:
-                self._dispatch_due.set()
+        try:
+            while offset < len(due):
+                chunk = due[offset : offset + size]
+                offset, size = offset + size, FIRE_CHUNK
+                done, chunk_plans = self._record(sorted(s.task_id for s in chunk), now, following)
+                created += done
+                plans += chunk_plans
+                if done and early and not self._stopping.is_set():
+                    self._plan_now()
+        finally:
+            self._whole_burst.clear()
+        if created and self.dispatch_jobs and not early:
+            self._dispatch_due.set()
+            self._dispatch_wake.set()
         for schedule in due:
             schedule.refresh_next_fire()
         runs = sum(len(p.to_run) for p in plans)
@@ -289,7 +282,12 @@ class Scheduler:
             logger.debug("%d fire(s) already recorded by another scheduler", runs)
         return len(created)
 
-    def _record(self, task_ids: list[int], now: datetime) -> tuple[list[TaskRun], list[FirePlan]]:
+    def _record(
+        self,
+        task_ids: list[int],
+        now: datetime,
+        next_fires: dict[tuple[str, str, datetime], datetime | None],
+    ) -> tuple[list[TaskRun], list[FirePlan]]:
         plans: list[FirePlan] = []
         advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
         handled: list[tuple[TaskSchedule, datetime, datetime | None]] = []
@@ -313,9 +311,12 @@ class Scheduler:
                 known, following = None, None
                 if start == schedule.next_fire_after and schedule.next_fire is not None:
                     # The usual wake-up: one fire, already known; is there a second one due?
-                    following = trigger.next_at_or_after(
-                        schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
-                    )
+                    key = (schedule.cron, schedule.timezone, schedule.next_fire)
+                    if key not in next_fires:
+                        next_fires[key] = trigger.next_at_or_after(
+                            schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
+                        )
+                    following = next_fires[key]
                     if following is None or following > now:
                         known = [schedule.next_fire] if schedule.next_fire <= now else []
                 plan = plan_fires(trigger, start, now, task.misfire_grace, times=known)
@@ -343,34 +344,57 @@ class Scheduler:
         return created, plans
 
     # --- dispatch --------------------------------------------------------------------------------
+    def _plan_now(self) -> None:
+        """Plan the jobs a chunk of fires just made due, on the fire's thread, before the next
+        chunk is recorded: the first jobs of a burst leave while the rest are being recorded."""
+        try:
+            planned = self._plan_and_send()
+        except DatabaseError as exc:
+            logger.info("planning after a fire failed (%s); the dispatcher plans again", exc)
+            planned = DISPATCH_BATCH
+        if planned == DISPATCH_BATCH:  # more may be due: the dispatcher carries on
+            self._dispatch_due.set()
+            self._dispatch_wake.set()
+
     def _dispatch_loop(self) -> None:
+        """Record the nodes' answers as they come; plan when jobs may be due, and every tick."""
         while not self._stopping.is_set():
-            self._dispatch_due.wait(timeout=self.tick)
-            self._dispatch_due.clear()
-            if self._stopping.is_set():
-                break
-            self._guarded("dispatch", self.dispatch_all)
+            self._guarded("dispatch", self.dispatch_step)
+            if self._dispatch_due.is_set():
+                continue
+            self._dispatch_wake.wait(timeout=max(0.0, self._next_tick - time.monotonic()))
+            self._dispatch_wake.clear()
+        self._drain()
         connections.close_all()
 
-    def dispatch_all(self) -> int:
-        """Dispatch until nothing more can be placed; returns how many jobs nodes accepted."""
-        accepted = 0
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            placements = placement.plan(DISPATCH_BATCH)
-            if not placements:
-                break
-            planned = time.monotonic()
-            sent = dispatcher.send_all(placements)
-            accepted += sent
-            logger.info(
-                "dispatched %d job(s), %d accepted (plan %.0f ms, send %.0f ms)",
-                len(placements),
-                sent,
-                (planned - started) * 1000,
-                (time.monotonic() - planned) * 1000,
-            )
-            if len(placements) < DISPATCH_BATCH:
-                break
+    def _drain(self) -> None:
+        """Stopping: the sends in flight finish (bounded by the node timeout) and are recorded."""
+        while self._sends.pending:
+            self._dispatch_wake.wait(timeout=self.tick)
+            self._dispatch_wake.clear()
+            self._guarded("dispatch", self.dispatch_step)
+
+    def dispatch_step(self) -> int:
+        """Record answered sends, and plan if jobs may be due or a tick has passed; returns how
+        many jobs nodes accepted."""
+        accepted = self._sends.record_answered()
         self.counters["dispatched"] += accepted
+        if self._stopping.is_set() or self._whole_burst.is_set():
+            return accepted
+        if self._dispatch_due.is_set() or time.monotonic() >= self._next_tick:
+            self._dispatch_due.clear()
+            self._next_tick = time.monotonic() + self.tick
+            if self._plan_and_send() == DISPATCH_BATCH:
+                self._dispatch_due.set()
         return accepted
+
+    def _plan_and_send(self) -> int:
+        """One planning pass, its jobs handed to the senders; how many were planned."""
+        started = time.monotonic()
+        placements = placement.plan(DISPATCH_BATCH)
+        if placements:
+            self._sends.submit(placements)
+            logger.debug(
+                "planned %d job(s) in %.0f ms", len(placements), (time.monotonic() - started) * 1000
+            )
+        return len(placements)
