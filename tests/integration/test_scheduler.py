@@ -451,7 +451,14 @@ def test_two_replicas_on_postgresql_record_every_fire_once(postgres_url, tmp_pat
     worker("seed")
     replicas = start_schedulers(2, env, tmp_path, "pg")
     try:
-        time.sleep(10)
+        # Both replicas up first (a busy machine takes seconds to import Django), then 8 s of
+        # fires: at least 5 per task whatever the start-up took.
+        wait_until(
+            lambda: all("starting (tick" in proc.log_tail() for proc in replicas),
+            timeout=60,
+            what="both replicas started",
+        )
+        time.sleep(8)
         stop_gracefully(*replicas)
     finally:
         for proc in replicas:
