@@ -31,12 +31,15 @@ are values. ``CRAWLFLEET_FIELD_COVERAGE_ENABLED = False`` turns the extension of
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+
+from crawler.items import dataclass_field_names
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -61,8 +64,19 @@ def is_filled(value: Any) -> bool:
     return True
 
 
-def field_values(item: Any) -> Iterator[tuple[str, Any]]:
+def field_values(item: Any) -> Iterable[tuple[str, Any]]:
     """(name, value) for every declared field and every held key; None for declared-but-unset."""
+    cls = type(item)
+    if dataclasses.is_dataclass(cls) and not isinstance(item, type):
+        # A dataclass holds exactly its declared fields: no adapter, no de-duplication needed.
+        try:
+            return [(name, getattr(item, name)) for name in dataclass_field_names(cls)]
+        except AttributeError:
+            pass  # a deleted field: let ItemAdapter decide, as for any other item
+    return _adapted_field_values(item)
+
+
+def _adapted_field_values(item: Any) -> Iterator[tuple[str, Any]]:
     adapter = ItemAdapter(item)
     seen: set[str] = set()
     for name in (*adapter.field_names(), *adapter.keys()):
@@ -78,6 +92,7 @@ class FieldCoverage:
         self.stats = stats
         self.max_fields = max(0, max_fields)
         self.tracked: set[str] = set()
+        self._keys: dict[str, str] = {}  # name -> its stats key, built once per tracked name
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> FieldCoverage:
@@ -97,16 +112,20 @@ class FieldCoverage:
 
     def count(self, item: Any) -> None:
         """Add one item to the counts."""
-        self.stats.inc_value(SEEN_KEY)
+        inc = self.stats.inc_value
+        inc(SEEN_KEY)
+        keys = self._keys
         untracked = 0
         for name, value in field_values(item):
-            if name not in self.tracked:
-                if len(self.tracked) >= self.max_fields:
+            key = keys.get(name)
+            if key is None:
+                if len(keys) >= self.max_fields:
                     untracked += 1
                     continue
+                key = keys[name] = FIELD_PREFIX + name
                 self.tracked.add(name)
-                self.stats.inc_value(FIELD_PREFIX + name, 0)  # present from now on, even at 0
+                inc(key, 0)  # present from now on, even at 0
             if is_filled(value):
-                self.stats.inc_value(FIELD_PREFIX + name)
+                inc(key)
         if untracked:
-            self.stats.inc_value(UNTRACKED_KEY, untracked)
+            inc(UNTRACKED_KEY, untracked)

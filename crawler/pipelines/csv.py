@@ -19,6 +19,8 @@ from itemadapter import ItemAdapter
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
+from crawler.items import item_fields
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,15 +35,20 @@ class _CsvFile:
         self.final = final
         self.partial = final.with_name(final.name + ".part")
         self.columns = columns
+        self.column_set = frozenset(columns)
         final.parent.mkdir(parents=True, exist_ok=True)
         self.handle: TextIO = self.partial.open("w", newline="", encoding="utf-8")
-        self.writer = csv.DictWriter(self.handle, fieldnames=columns, extrasaction="raise")
-        self.writer.writeheader()
+        # A plain writer fed rows in column order: what DictWriter does, without re-checking
+        # every row's keys against the columns (process_item has done that already).
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(columns)
         self.rows = 0
 
     def write(self, row: dict[str, Any]) -> None:
+        """One row; the caller checked that ``row`` has no key outside the columns."""
         # csv builds the whole line before writing it, so a row is either written or not.
-        self.writer.writerow(row)
+        get = row.get
+        self.writer.writerow([get(column, "") for column in self.columns])
         self.rows += 1
 
     def commit(self) -> None:
@@ -69,23 +76,22 @@ class CsvPipeline:
     def open_spider(self) -> None:
         self.job = job_id_of(self.crawler.spider)
 
-    def _file_for(self, adapter: ItemAdapter, item: Any) -> _CsvFile:
+    def _file_for(self, item: Any) -> _CsvFile:
         kind = type(item).__name__
         handle = self.files.get(kind)
         if handle is None:
             spider = self.crawler.spider.name
             suffix = "" if not self.files else f".{kind}"
             path = self.directory / spider / f"{self.job}{suffix}.csv"
-            handle = self.files[kind] = _CsvFile(path, list(adapter.field_names()))
+            handle = self.files[kind] = _CsvFile(path, list(ItemAdapter(item).field_names()))
             logger.info("writing %s items to %s", kind, path)
         return handle
 
     def process_item(self, item: Any) -> Any:
-        adapter = ItemAdapter(item)
-        handle = self._file_for(adapter, item)
-        row = adapter.asdict()
-        extra = sorted(set(row) - set(handle.columns))
-        if extra:
+        handle = self._file_for(item)
+        row = item_fields(item)
+        if not handle.column_set.issuperset(row):
+            extra = sorted(set(row) - handle.column_set)
             self.stats.inc_value("crawlfleet/csv/items_refused")
             raise DropItem(f"item has fields outside the CSV columns: {', '.join(extra)}")
         handle.write(row)

@@ -40,7 +40,6 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from itemadapter import ItemAdapter
 from kafka import KafkaProducer
 from kafka.errors import KafkaConfigurationError, KafkaError
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
@@ -49,7 +48,7 @@ from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import threads
 
-from crawler.items import stable_id
+from crawler.items import item_fields, stable_id
 from crawler.pipelines.csv import job_id_of
 
 logger = logging.getLogger(__name__)
@@ -62,8 +61,11 @@ REASON_MISCONFIGURED = "kafka_misconfigured"
 # every in-flight item at once, and one line per item would bury the cause.
 LOG_FIRST_FAILURES = 10
 LOG_EVERY = 100
-# Batching window: a crawl yields items one by one, and 20 ms costs nothing next to a page fetch.
-LINGER_MS = 20
+# Batching window: a crawl yields items one by one, and a quarter of a second costs nothing next
+# to a crawl. Most of the producer's CPU is per batch (a produce request and its answer on the I/O
+# thread), so short windows cost the crawl: at ~300 items/s, 20 ms made 5-item batches and cost
+# ~0.5 ms of CPU per item, 250 ms ~0.33 ms (bench/crawl_overhead.py, docs/PERFORMANCE.md).
+LINGER_MS = 250
 
 STAT_SENT = "kafka/items_sent"
 STAT_DELIVERED = "kafka/items_delivered"
@@ -97,7 +99,7 @@ def describe(exc: BaseException) -> str:
 
 def encode_item(item: Any) -> bytes:
     """The message value: the item's fields as UTF-8 JSON, keys sorted for stable output."""
-    fields = ItemAdapter(item).asdict()
+    fields = item_fields(item)
     return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=_json_default).encode()
 
 

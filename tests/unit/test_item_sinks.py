@@ -1,0 +1,108 @@
+"""The sinks' fast path: the same rows and messages as ItemAdapter and csv.DictWriter give."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+
+import pytest
+import scrapy
+from itemadapter import ItemAdapter
+from scrapy.exceptions import DropItem
+from scrapy.utils.test import get_crawler
+
+from crawler.items import BookItem, item_fields
+from crawler.pipelines.csv import CsvPipeline
+from crawler.pipelines.kafka import encode_item
+
+
+class Product(scrapy.Item):
+    name = scrapy.Field()
+    tags = scrapy.Field()
+
+
+@dataclasses.dataclass
+class Nested:
+    book: BookItem
+    tags: list[str] = dataclasses.field(default_factory=list)
+    note: object = None
+
+
+class Text(str):
+    """A str subclass: not a plain value, so it takes ItemAdapter's path."""
+
+
+BOOK = BookItem(upc="u1", title="Tide", price=12.5, url="http://x/1", rating=None, stock=3)
+
+ITEMS = [
+    BOOK,
+    BookItem(upc="u2", title=Text("T"), price=1.0, url="http://x/2", rating=True),
+    Nested(book=BOOK, tags=["a", "b"], note={"k": BOOK}),
+    {"title": "dict", "price": 1, "nested": {"a": [BOOK]}},
+    Product(name="n", tags=["x"]),
+]
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=lambda item: type(item).__name__)
+def test_item_fields_equals_itemadapter_asdict(item):
+    fields = item_fields(item)
+    expected = ItemAdapter(item).asdict()
+    assert fields == expected
+    assert list(fields) == list(expected)
+
+
+def test_a_deleted_dataclass_field_is_left_out_as_itemadapter_does():
+    book = BookItem(upc="u", title="t", price=1.0, url="http://x")
+    del book.title  # no class default to fall back on
+    assert item_fields(book) == ItemAdapter(book).asdict()
+    assert "title" not in item_fields(book)
+
+
+def test_kafka_message_is_the_sorted_json_of_the_fields():
+    expected = json.dumps(ItemAdapter(BOOK).asdict(), ensure_ascii=False, sort_keys=True)
+    assert encode_item(BOOK) == expected.encode()
+
+
+def _pipeline(tmp_path):
+    crawler = get_crawler(settings_dict={"CRAWLFLEET_CSV_DIR": str(tmp_path)})
+    crawler.stats.open_spider()
+
+    class Spider:
+        name = "books"
+        _job = "job1"
+
+    crawler.spider = Spider()
+    pipeline = CsvPipeline.from_crawler(crawler)
+    pipeline.open_spider()
+    return pipeline, crawler
+
+
+def test_csv_rows_are_what_dictwriter_writes(tmp_path):
+    pipeline, _crawler = _pipeline(tmp_path)
+    books = [BOOK, BookItem(upc="u,2", title='say "hi"\n', price=2.0, url="http://x/2")]
+    for book in books:
+        pipeline.process_item(book)
+    pipeline.close_spider()
+    expected = io.StringIO(newline="")
+    columns = list(ItemAdapter(BOOK).field_names())
+    writer = csv.DictWriter(expected, fieldnames=columns, extrasaction="raise")
+    writer.writeheader()
+    for book in books:
+        writer.writerow(ItemAdapter(book).asdict())
+    written = (tmp_path / "books" / "job1.csv").read_bytes().decode()
+    assert written == expected.getvalue()
+
+
+def test_csv_refuses_an_item_with_fields_outside_the_columns(tmp_path):
+    pipeline, crawler = _pipeline(tmp_path)
+    pipeline.process_item({"title": "a", "price": 1})
+    pipeline.process_item({"price": 2})  # a missing column is written empty
+    with pytest.raises(DropItem, match="outside the CSV columns: stock, url"):
+        pipeline.process_item({"title": "b", "url": "u", "stock": 1})
+    pipeline.close_spider()
+    assert crawler.stats.get_value("crawlfleet/csv/items_refused") == 1
+    assert crawler.stats.get_value("crawlfleet/csv/items_written") == 2
+    rows = (tmp_path / "books" / "job1.csv").read_text().splitlines()
+    assert rows == ["title,price", "a,1", ",2"]
