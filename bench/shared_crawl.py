@@ -75,6 +75,7 @@ class Crawl:
     site_cpu: float
     redis_calls: dict[str, int]
     per_worker_pages: list[int]
+    per_worker_declined: list[int]  # pops declined because the downloader was full
     machine_busy: float  # CPU-seconds the whole machine was busy during the crawl
 
     @property
@@ -221,6 +222,7 @@ class Bench:
             site_cpu=site_cpu1 - site_cpu0,
             redis_calls=calls,
             per_worker_pages=[int(s.get("response_received_count", 0)) for s in stats],
+            per_worker_declined=[int(s.get("crawlfleet/shared/pops_declined", 0)) for s in stats],
             machine_busy=busy1 - busy0,
         )
 
@@ -274,7 +276,7 @@ def describe(crawl: Crawl) -> str:
     return (
         f"{crawl.workers} worker(s): {crawl.rate:6.1f} pages/s ({crawl.pages} pages in "
         f"{crawl.seconds:5.1f} s, {crawl.wall:5.1f} s launch to exit; pages per worker "
-        f"{crawl.per_worker_pages}); CPU per page: workers {crawl.per_page_ms(crawl.worker_cpu):.2f} ms, "
+        f"{crawl.per_worker_pages}, pops declined {crawl.per_worker_declined}); CPU per page: workers {crawl.per_page_ms(crawl.worker_cpu):.2f} ms, "
         f"redis {crawl.per_page_ms(crawl.redis_cpu):.3f} ms, site {crawl.per_page_ms(crawl.site_cpu):.3f} ms; "
         f"{calls:.2f} Redis commands per page (those inside scripts included); other "
         f"processes kept {crawl.others_cores:.2f} of the cores busy"

@@ -110,6 +110,9 @@ SHARED_KEY_TTL = env("SHARED_KEY_TTL", 7 * 24 * 3600)
 # >0: the last worker leaves a "finished" marker for this long, so a worker that starts late with
 # the same crawl_id exits instead of crawling everything again (0: no key survives the crawl).
 SHARED_DONE_MARKER_TTL = env("SHARED_DONE_MARKER_TTL", 0)
+# A worker takes from the shared queue only what its downloader can start now, leaving the rest
+# to other workers (off: the engine takes up to CONCURRENT_REQUESTS, even for one site).
+SHARED_TAKE_ONLY_STARTABLE = env("SHARED_TAKE_ONLY_STARTABLE", True)
 
 # --- reporting to the control plane (set per job by the dispatcher) -----------------------------
 CRAWLFLEET_REPORT_URL = env("CRAWLFLEET_REPORT_URL", "")
