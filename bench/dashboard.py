@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -200,6 +201,27 @@ def pages_to_measure(client, data: dict, deep: int) -> list[tuple[str, str | Non
     return pages
 
 
+def start_bench_database() -> tuple[Path, Any]:
+    """A throwaway PostgreSQL server with an empty ``bench`` database, and Django set up on it
+    in this process (migrate is the caller's); returns the directory to remove and the server."""
+    base = Path(tempfile.mkdtemp(prefix="crawlfleet-pg-"))  # not private: postgres must enter it
+    server = start_postgres(base)
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "CRAWLFLEET_DATABASE_URL": server.create_database("bench"),
+            "CRAWLFLEET_DATA_DIR": str(base / "cp"),
+            "CRAWLFLEET_SECRET_KEY": "bench-only",
+            "CRAWLFLEET_LOG_LEVEL": "WARNING",
+            "CRAWLFLEET_ALLOWED_HOSTS": "testserver",
+        }
+    )
+    import django
+
+    django.setup()
+    return base, server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -212,22 +234,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database directory")
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="crawlfleet-pg-"))  # not private: postgres must enter it
-    server = start_postgres(base)
+    base, server = start_bench_database()
     try:
-        os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-                "CRAWLFLEET_DATABASE_URL": server.create_database("bench"),
-                "CRAWLFLEET_DATA_DIR": str(base / "cp"),
-                "CRAWLFLEET_SECRET_KEY": "bench-only",
-                "CRAWLFLEET_LOG_LEVEL": "WARNING",
-                "CRAWLFLEET_ALLOWED_HOSTS": "testserver",
-            }
-        )
-        import django
-
-        django.setup()
         from django.core.management import call_command
         from django.db import connection
         from django.test import Client

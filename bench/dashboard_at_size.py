@@ -24,16 +24,22 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.dashboard import TARGET_MS, explain, follow, measure, percentile  # noqa: E402
+from bench.dashboard import (  # noqa: E402
+    TARGET_MS,
+    explain,
+    follow,
+    measure,
+    percentile,
+    start_bench_database,
+)
 from bench.dashboard_data import NODES, TASKS, fill  # noqa: E402
-from tests.fixtures.postgres import start_postgres, stop_postgres  # noqa: E402
+from tests.fixtures.postgres import stop_postgres  # noqa: E402
 
 
 def pages(client, data: dict, deep: int) -> list[tuple[str, str]]:
@@ -81,22 +87,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="measure only pages whose label has this")
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="crawlfleet-pg-"))  # not private: postgres must enter it
-    server = start_postgres(base)
+    base, server = start_bench_database()
     try:
-        os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-                "CRAWLFLEET_DATABASE_URL": server.create_database("bench"),
-                "CRAWLFLEET_DATA_DIR": str(base / "cp"),
-                "CRAWLFLEET_SECRET_KEY": "bench-only",
-                "CRAWLFLEET_LOG_LEVEL": "WARNING",
-                "CRAWLFLEET_ALLOWED_HOSTS": "testserver",
-            }
-        )
-        import django
-
-        django.setup()
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
         from django.db import connection

@@ -1,6 +1,6 @@
 """One Redis-fed shared crawl, one worker against two: pages per second and the ratio.
 
-    flock /work/.bench.lock .venv/bin/python bench/shared_crawl.py [--pages 10000] [--rounds 3]
+    .venv/bin/python bench/shared_crawl.py [--pages 10000] [--rounds 3]
 
 The target is the demo bookshop pre-rendered and served by ``bench/static_site.py`` (a bare
 asyncio loop in its own process), so the site is never what the workers wait for. Each crawl is

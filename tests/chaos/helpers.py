@@ -165,6 +165,20 @@ class VictimCrawl:
     processes: list[ManagedProcess]
     run: Any
     job: Job
+    site: Any
+
+    def finish(self) -> None:
+        """Let the site answer at full speed and wait for the run to close, checking on the way
+        that no shard ever has two live attempts."""
+        from tests.fixtures.fleet import run_closed
+
+        self.site.config.delay = 0.0
+        wait_for(
+            lambda: assert_one_live_attempt_per_shard() or run_closed(self.run)(),
+            timeout=90,
+            what="closed run",
+            processes=self.processes,
+        )
 
 
 def start_crawl_on_victim(
@@ -202,4 +216,4 @@ def start_crawl_on_victim(
     wait_for(sent_some_items, timeout=60, what="items in Kafka", processes=processes)
     assert job.node_id == fleet.row(victim).pk
     Node.objects.filter(pk__in=other_rows).update(enabled=True)
-    return VictimCrawl(victim, others, fleet, other_rows, expected, processes, run, job)
+    return VictimCrawl(victim, others, fleet, other_rows, expected, processes, run, job, site)

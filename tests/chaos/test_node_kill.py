@@ -32,7 +32,6 @@ from tests.chaos.helpers import (
     started_at,
     wait_for,
 )
-from tests.fixtures.fleet import run_closed
 
 pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.mark.slow]
 
@@ -68,13 +67,7 @@ def test_killed_node_loses_the_job_which_completes_elsewhere_once(
         return Job.objects.filter(retry_of=job).first()
 
     retry = wait_for(retried, timeout=60, what="retry", processes=crawl.processes)
-    site.config.delay = 0.0
-    wait_for(
-        lambda: assert_one_live_attempt_per_shard() or run_closed(crawl.run)(),
-        timeout=90,
-        what="closed run",
-        processes=crawl.processes,
-    )
+    crawl.finish()
 
     job.refresh_from_db()
     retry.refresh_from_db()

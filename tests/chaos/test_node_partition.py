@@ -29,7 +29,7 @@ from tests.chaos.helpers import (
     utcnow,
     wait_for,
 )
-from tests.fixtures.fleet import job_state, run_closed
+from tests.fixtures.fleet import job_state
 
 pytestmark = [pytest.mark.chaos, pytest.mark.scrapyd, pytest.mark.kafka, pytest.mark.slow]
 
@@ -63,13 +63,7 @@ def test_partitioned_node_loses_its_job_and_the_returning_orphan_stops(
 
     died_at = orphan.wait(timeout=20)
     assert died_at - thawed_at < timedelta(seconds=10), (thawed_at, died_at)
-    site.config.delay = 0.0
-    wait_for(
-        lambda: assert_one_live_attempt_per_shard() or run_closed(crawl.run)(),
-        timeout=90,
-        what="closed run",
-        processes=crawl.processes,
-    )
+    crawl.finish()
     job.refresh_from_db()
     retry.refresh_from_db()
     assert job.state == Job.State.LOST
