@@ -10,7 +10,7 @@ restarts agree:
 
 * Each task has a bookmark, ``fired_through``: every fire at or before it has been handled. On
   every wake-up (and every sync, as a safety net) the fires in ``(fired_through, now]`` of each due
-  task are recorded in one transaction (:func:`~controlplane.jobs.runs.record_fires`): the
+  task are recorded in one transaction (:func:`~controlplane.loops.firerecording.record_chunk`): the
   unique (task, scheduled_for) constraint makes a racing replica's insert fail, so a fire is
   recorded once. The bookmark then moves with a conditional update (``WHERE fired_through = old``).
 * A fire later than the task's ``misfire_grace`` is recorded as missed. After an outage only the
@@ -34,22 +34,21 @@ import os
 import socket
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs import placement
-from controlplane.jobs.runs import Fire, record_fires
+from controlplane.loops.firerecording import later, record_chunk
 from controlplane.scheduling import cron
-from controlplane.scheduling.fireplan import ONE_MICROSECOND, FirePlan, TaskSchedule, plan_fires
-from controlplane.scheduling.missed import report_missed
+from controlplane.scheduling.fireplan import FirePlan, TaskSchedule
 from controlplane.scheduling.models import Task, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -63,12 +62,6 @@ FIRE_CHUNK = 100
 FIRST_FIRE_CHUNK = 25
 
 _T = TypeVar("_T")
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None or b is None:
-        return a or b
-    return max(a, b)
 
 
 class Scheduler:
@@ -197,7 +190,7 @@ class Scheduler:
             seen.add(pk)
             known = self.schedules.get(pk)
             if known is not None and known.updated_at == updated_at:
-                known.fired_through = _later(known.fired_through, fired_through)
+                known.fired_through = later(known.fired_through, fired_through)
                 known.refresh_next_fire()
                 continue
             schedule = TaskSchedule(
@@ -205,11 +198,11 @@ class Scheduler:
             )
             schedule.trigger = self._trigger(schedule)
             if known is not None:
-                schedule.fired_through = _later(known.fired_through, fired_through)
+                schedule.fired_through = later(known.fired_through, fired_through)
                 schedule.floor = known.floor
                 if enabled and known.schedule_changed(schedule):
                     # Enabled again or rescheduled: fires before the change are not owed.
-                    schedule.floor = _later(known.floor, updated_at)
+                    schedule.floor = later(known.floor, updated_at)
             schedule.refresh_next_fire()
             self.schedules[pk] = schedule
         for pk in set(self.schedules) - seen:
@@ -254,7 +247,9 @@ class Scheduler:
             while offset < len(due):
                 chunk = due[offset : offset + size]
                 offset, size = offset + size, FIRE_CHUNK
-                done, chunk_plans = self._record(sorted(s.task_id for s in chunk), now, following)
+                done, chunk_plans = record_chunk(
+                    self.schedules, sorted(s.task_id for s in chunk), now, following
+                )
                 created += done
                 plans += chunk_plans
                 if done and early and not self._stopping.is_set():
@@ -281,67 +276,6 @@ class Scheduler:
         elif runs:
             logger.debug("%d fire(s) already recorded by another scheduler", runs)
         return len(created)
-
-    def _record(
-        self,
-        task_ids: list[int],
-        now: datetime,
-        next_fires: dict[tuple[str, str, datetime], datetime | None],
-    ) -> tuple[list[TaskRun], list[FirePlan]]:
-        plans: list[FirePlan] = []
-        advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
-        handled: list[tuple[TaskSchedule, datetime, datetime | None]] = []
-        with placement.WRITE_LOCK, transaction.atomic():
-            tasks = (
-                Task.objects.filter(pk__in=task_ids, enabled=True)
-                .select_related("project__current_version", "version")
-                .defer("project__current_version__egg", "version__egg")
-                .order_by("pk")
-            )
-            fires: list[Fire] = []
-            for task in tasks:
-                schedule = self.schedules[task.pk]
-                schedule.fired_through = _later(schedule.fired_through, task.fired_through)
-                trigger = schedule.trigger
-                if (task.cron, task.timezone) != (schedule.cron, schedule.timezone):
-                    continue  # changed since the last sync, which will pick it up
-                if trigger is None:
-                    continue
-                start = schedule.start(task.fired_through)
-                known, following = None, None
-                if start == schedule.next_fire_after and schedule.next_fire is not None:
-                    # The usual wake-up: one fire, already known; is there a second one due?
-                    key = (schedule.cron, schedule.timezone, schedule.next_fire)
-                    if key not in next_fires:
-                        next_fires[key] = trigger.next_at_or_after(
-                            schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
-                        )
-                    following = next_fires[key]
-                    if following is None or following > now:
-                        known = [schedule.next_fire] if schedule.next_fire <= now else []
-                plan = plan_fires(trigger, start, now, task.misfire_grace, times=known)
-                if plan.newest is None:
-                    continue
-                plans.append(plan)
-                fires += [Fire(task, at, reason) for at, reason in plan.fires]
-                advances[(task.fired_through, plan.newest)].append(task.pk)
-                handled.append((schedule, plan.newest, following if known is not None else None))
-            created = record_fires(fires)
-            report_missed(created)
-            for (old, new), ids in advances.items():
-                bookmark = Task.objects.filter(pk__in=ids)
-                bookmark = (
-                    bookmark.filter(fired_through__isnull=True)
-                    if old is None
-                    else bookmark.filter(fired_through=old)
-                )
-                bookmark.update(fired_through=new)
-        # Only once committed: after a failed transaction the same fires are tried again.
-        for schedule, newest, following in handled:
-            schedule.fired_through = newest
-            if following is not None:
-                schedule.next_fire, schedule.next_fire_after = following, newest
-        return created, plans
 
     # --- dispatch --------------------------------------------------------------------------------
     def _plan_now(self) -> None:

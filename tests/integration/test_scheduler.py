@@ -137,7 +137,7 @@ def test_a_chained_only_task_without_cron_is_left_alone(db, caplog):
 
 
 def test_a_fire_whose_transaction_failed_is_tried_again(db, monkeypatch):
-    from controlplane.loops import scheduler as scheduler_module
+    from controlplane.loops import firerecording
 
     task = new_task(project_with_version(), cron="* * * * *")
     now = timezone.now().replace(second=10, microsecond=0)
@@ -148,10 +148,10 @@ def test_a_fire_whose_transaction_failed_is_tried_again(db, monkeypatch):
     def locked(fires: list[Fire]) -> list[TaskRun]:
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(scheduler_module, "record_fires", locked)
+    monkeypatch.setattr(firerecording, "record_fires", locked)
     with pytest.raises(OperationalError):
         scheduler.fire_due(now)
-    monkeypatch.setattr(scheduler_module, "record_fires", record_fires)
+    monkeypatch.setattr(firerecording, "record_fires", record_fires)
     scheduler.sync()
     assert scheduler.fire_due(now + timedelta(seconds=1)) == 1
     assert [r.scheduled_for for r in runs_of(task)] == [now - timedelta(seconds=10)]
