@@ -16,7 +16,7 @@ from django.db.models import Q, QuerySet
 from controlplane.accounts import audit
 from controlplane.accounts.audit import Actor
 from controlplane.accounts.roles import Role
-from controlplane.deploys import services
+from controlplane.deploys import removal, services
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.uploads import read_egg_upload
 from controlplane.jobs import operations
@@ -195,7 +195,7 @@ def delversion(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
     if version is None:
         raise ScrapydRefusal(f"version '{name}' not found")
     try:
-        services.delete_version(version, actor=actor, retire_current=True)
+        removal.delete_version(version, actor=actor, retire_current=True)
     except Refused as exc:
         raise _refused(exc) from None
     return {}
@@ -204,7 +204,7 @@ def delversion(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
 def delproject(params: Params, actor: Actor, prefix: str) -> dict[str, Any]:
     project = _project(params.take("project"))
     try:
-        services.delete_project(project, actor=actor)
+        removal.delete_project(project, actor=actor)
     except Refused as exc:
         raise _refused(exc) from None
     return {}

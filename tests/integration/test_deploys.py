@@ -12,13 +12,8 @@ import pytest
 
 from controlplane.accounts.models import ApiToken
 from controlplane.deploys.models import NodeDeployment, Project, Version
-from controlplane.deploys.services import (
-    DeployError,
-    delete_version,
-    deploy_version,
-    rollback,
-    upload_version,
-)
+from controlplane.deploys.removal import delete_version
+from controlplane.deploys.services import DeployError, deploy_version, rollback, upload_version
 from controlplane.deploys.sync import sync_node
 from controlplane.jobs.models import Job
 from controlplane.nodes.models import Node

@@ -17,7 +17,7 @@ from controlplane.api.schemas import (
     RollbackIn,
     VersionOut,
 )
-from controlplane.deploys import services
+from controlplane.deploys import removal, services
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.queuesettings import queue_settings, save_queue_settings
 from controlplane.deploys.uploads import read_egg_upload
@@ -192,4 +192,4 @@ def delete_version(request: HttpRequest, name: str, version: str) -> dict:
     row = _version(_project(name), version)
     if row.deleted_at is not None:
         raise ApiError(409, f"version {version} of {name} is already deleted")
-    return deploy_out(services.delete_version(row, actor=request.actor))
+    return deploy_out(removal.delete_version(row, actor=request.actor))

@@ -23,7 +23,7 @@ from controlplane.dashboard.project_form import UploadForm
 from controlplane.dashboard.views import monitors
 from controlplane.dashboard.views.projectqueue import QueueForm, project_queue
 from controlplane.dashboard.views.projectqueue import initial_for as queue_initial
-from controlplane.deploys import services
+from controlplane.deploys import removal, services
 from controlplane.deploys.models import Project, Version
 from controlplane.deploys.nodecalls import NodeResult
 
@@ -181,7 +181,7 @@ def version_make_current(request: HttpRequest, project_id: int, version: str) ->
 def version_delete(request: HttpRequest, project_id: int, version: str) -> HttpResponse:
     project, row = _version(project_id, version)
     try:
-        outcome = services.delete_version(row, actor=request.actor)
+        outcome = removal.delete_version(row, actor=request.actor)
     except services.DeployError as exc:
         messages.error(request, f"{row} was not deleted: {exc.message}")
     else:
