@@ -90,6 +90,9 @@ class Scheduler:
         self._sends = dispatcher.Sends(on_answer=self._dispatch_wake.set)
         self._next_tick = 0.0
         self._whole_burst = threading.Event()  # a burst is being recorded, to be planned whole
+        # Runs recorded here that no planning pass has looked at since: a stop must not leave
+        # them queued until another replica's tick.
+        self._unplanned_fire = False
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name="dispatcher", daemon=True
@@ -141,6 +144,8 @@ class Scheduler:
             # A dispatch in progress finishes: its sends are bounded by the node timeout.
             self._dispatcher.join(timeout=settings.CRAWLFLEET_NODE_TIMEOUT * 2 + 5)
         if not self._dispatcher.is_alive():
+            if self._unplanned_fire and self.dispatch_jobs:
+                self._guarded("dispatch", self._plan_and_send)  # the fire a stop cut short
             self._drain()  # sends the fire handed over after the dispatcher's own drain
         connections.close_all()
         logger.info(
@@ -254,6 +259,8 @@ class Scheduler:
                 plans += chunk_plans
                 if done and early and not self._stopping.is_set():
                     self._plan_now()
+                elif done:
+                    self._unplanned_fire = True
         finally:
             self._whole_burst.clear()
         if created and self.dispatch_jobs and not early:
@@ -287,6 +294,7 @@ class Scheduler:
             logger.info("planning after a fire failed (%s); the dispatcher plans again", exc)
             planned = DISPATCH_BATCH
         if planned == DISPATCH_BATCH:  # more may be due: the dispatcher carries on
+            self._unplanned_fire = True
             self._dispatch_due.set()
             self._dispatch_wake.set()
 
@@ -318,6 +326,7 @@ class Scheduler:
         if self._dispatch_due.is_set() or time.monotonic() >= self._next_tick:
             self._dispatch_due.clear()
             self._next_tick = time.monotonic() + self.tick
+            self._unplanned_fire = False
             if self._plan_and_send() == DISPATCH_BATCH:
                 self._dispatch_due.set()
         return accepted

@@ -20,6 +20,7 @@ from scrapydnode.exits import ExitStore
 from scrapydnode.registration import Registrar, backoff
 from scrapydnode.server import registration_payload
 from tests.fixtures.common import VENV_BIN
+from tests.fixtures.scrapyd import HANG_READY
 
 # --- units -----------------------------------------------------------------------------------
 
@@ -251,7 +252,7 @@ def test_job_exits_tell_success_failure_and_kill_apart(fail_node, failproject_eg
 def test_cancelled_hanging_job_shuts_down_gracefully(fail_node, failproject_egg):
     job = fail_node.schedule("failproject", "hang", version=failproject_egg.version)
     fail_node.running_job(job)
-    fail_node.wait_for_log("failproject", "hang", job, "Spider opened")
+    fail_node.wait_for_log("failproject", "hang", job, HANG_READY)
     assert fail_node.post("cancel.json", {"project": "failproject", "job": job})["prevstate"] == (
         "running"
     )

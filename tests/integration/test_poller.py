@@ -35,6 +35,7 @@ from tests.fixtures.fleet import (
     start_run,
 )
 from tests.fixtures.jobs import create_adhoc_run
+from tests.fixtures.scrapyd import HANG_READY
 
 pytestmark = [pytest.mark.scrapyd]
 
@@ -43,7 +44,7 @@ def wait_opened(fleet: Fleet, job: Job, timeout: float = 30.0) -> None:
     """Until the crawl has installed its signal handlers (a stop before that kills it)."""
     job.refresh_from_db()
     node = fleet.process(job.node_id)
-    node.wait_for_log(job.project.name, job.spider, job.scrapyd_job_id, "Spider opened", timeout)
+    node.wait_for_log(job.project.name, job.spider, job.scrapyd_job_id, HANG_READY, timeout)
 
 
 def blackhole() -> tuple[socket.socket, str]:

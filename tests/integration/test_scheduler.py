@@ -236,6 +236,28 @@ def idle_nodes(session_scrapyd_nodes: NodeFactory, crawler_egg: EggFile) -> list
     return start_idle_nodes(session_scrapyd_nodes, crawler_egg)
 
 
+def test_a_stop_during_a_fire_still_sends_the_runs_it_recorded(
+    transactional_db, idle_nodes, crawler_egg
+):
+    """SIGTERM lands while a fire is being recorded: the runs it made go out before exit, not
+    at some other replica's next tick."""
+    fleet = register_fleet(idle_nodes, crawler_egg, capacities=(100, 100, 100), spiders=[SPIDER])
+    task = new_task(fleet.project, cron="* * * * * *")
+    scheduler = Scheduler()  # its dispatcher thread is never started: run() was not called
+    scheduler.sync()
+    scheduler.stop()  # the signal arrives mid-fire: the fire's own planning is skipped
+    assert scheduler.fire_due(timezone.now() + timedelta(seconds=1)) == 1
+    assert Job.objects.get(run__task=task).state == Job.State.QUEUED
+
+    scheduler._shutdown()
+
+    job = Job.objects.get(run__task=task)
+    assert job.state == Job.State.PENDING, job.reason
+    where = pending_on_nodes(fleet.nodes, [job.scrapyd_job_id])
+    assert where[job.scrapyd_job_id] == [next(r.url for r in fleet.rows if r.pk == job.node_id)]
+    assert scheduler.counters["dispatched"] == 1
+
+
 def stop_gracefully(*procs: Any, timeout: float = 20) -> None:
     """SIGTERM, and insist that the process leaves cleanly (exit 0) on its own."""
     for proc in procs:

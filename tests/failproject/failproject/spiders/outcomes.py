@@ -68,12 +68,20 @@ class InitErrorSpider(scrapy.Spider):
         yield
 
 
+#: Logged by ``hang`` once the reactor runs (tests wait for it as ``HANG_READY``). "Spider
+#: opened" can come before Scrapy installs its signal handlers, and a signal in that gap ends
+#: the crawl without a stats dump.
+HANG_READY = "hang: running, waiting to be stopped"
+
+
 class HangSpider(scrapy.Spider):
     """Never finishes: its start() sleeps forever without blocking the reactor."""
 
     name = "hang"
 
     async def start(self) -> AsyncIterator[Any]:
+        await asyncio.sleep(0.2)
+        self.logger.info(HANG_READY)
         while True:
             await asyncio.sleep(0.5)
         yield  # pragma: no cover - makes this an async generator
