@@ -2,8 +2,8 @@
 
 A component's time is the cumulative time of its functions as called from outside its module
 (Scrapy calling a pipeline's ``process_item``, a signal reaching an extension), so it includes
-the libraries the component calls (csv, kafka-python, itemadapter). cProfile sees the reactor
-thread only: the Kafka producer's I/O thread and the report extension's HTTP threads are not in
+the libraries the component calls (csv, confluent-kafka, itemadapter). cProfile sees the reactor
+thread only: librdkafka's threads and the report extension's HTTP threads are not in
 these figures (the ablation in crawl_overhead.py measures them).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,3 +70,16 @@ def item_fields(item: Any) -> dict[str, Any]:
             return ItemAdapter(item).asdict()
         fields[name] = value
     return fields
+
+
+def _json_default(value: Any) -> Any:
+    # Dates, Decimals, sets and the like: readable rather than a failed item.
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def encode_item(item: Any) -> bytes:
+    """The item's fields as UTF-8 JSON (a Kafka message value), keys sorted for stable output."""
+    fields = item_fields(item)
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=_json_default).encode()

@@ -84,9 +84,9 @@ KAFKA_TOPIC = env("KAFKA_TOPIC", "crawlfleet.items")
 KAFKA_FAILURE_THRESHOLD = env("KAFKA_FAILURE_THRESHOLD", 0)
 KAFKA_DELIVERY_TIMEOUT = env("KAFKA_DELIVERY_TIMEOUT", 60.0)
 KAFKA_STARTUP_TIMEOUT = env("KAFKA_STARTUP_TIMEOUT", 10.0)
-# Extra KafkaProducer keyword arguments as JSON (security_protocol, sasl_*, compression_type...).
+# Extra librdkafka properties as JSON (security.protocol, sasl.*, compression.type...).
 KAFKA_PRODUCER_CONFIG = env("KAFKA_PRODUCER_CONFIG", {})
-# The client library logs refused connections at ERROR; the pipeline reports failures itself.
+# librdkafka logs refused connections at ERROR; the pipeline reports failures itself.
 KAFKA_CLIENT_LOG_LEVEL = env("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL")
 
 # --- shared crawls over Redis (scrapy-redis) ---------------------------------------------------

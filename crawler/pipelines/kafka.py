@@ -1,8 +1,10 @@
 """Kafka sink: every item becomes one JSON message keyed by the item's stable id.
 
 Delivery is asynchronous so that a slow or distant broker never slows the crawl: ``process_item``
-hands the message to the producer and returns, and the producer's callbacks (on its own I/O
-thread) count what the broker acknowledged and what it refused. Nothing is lost silently:
+hands the message to librdkafka (through confluent-kafka) and returns. librdkafka batches and
+sends on its own threads, outside the interpreter lock; its delivery reports are served on the
+reactor thread (by ``poll`` after each item and every 0.1 s), where they count what the broker
+acknowledged and what it refused. Nothing is lost silently:
 
 * every item handed to Kafka ends up counted once, in ``kafka/items_delivered`` or in
   ``kafka/items_failed`` (failures are logged with their cause). Delivered means acknowledged by
@@ -28,30 +30,31 @@ Settings (namespaced, each overridable per spider through ``custom_settings``):
 ``KAFKA_FAILURE_THRESHOLD``  failed deliveries tolerated before the run fails (0: none).
 ``KAFKA_DELIVERY_TIMEOUT``   seconds a message may take to be acknowledged, retries included.
 ``KAFKA_STARTUP_TIMEOUT``    seconds to reach the cluster and the topic when the spider opens.
-``KAFKA_PRODUCER_CONFIG``    extra ``KafkaProducer`` keyword arguments (security, compression).
-``KAFKA_CLIENT_LOG_LEVEL``   level of the client library's own loggers (see below).
+``KAFKA_PRODUCER_CONFIG``    extra librdkafka properties (``security.protocol``, ``sasl.*``,
+                             ``compression.type``...), over the pipeline's own.
+``KAFKA_CLIENT_LOG_LEVEL``   level of the ``librdkafka`` logger that librdkafka's log goes to.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
+import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaConfigurationError, KafkaError
-from kafka.producer.future import FutureRecordMetadata, RecordMetadata
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from twisted.internet import threads
+from twisted.internet import task, threads
 
-from crawler.items import item_fields, stable_id
+from crawler.items import encode_item, stable_id
 from crawler.pipelines.csv import job_id_of
 
 logger = logging.getLogger(__name__)
+# librdkafka's own log (connection attempts, broker state), muted by default: see from_crawler.
+client_logger = logging.getLogger("librdkafka")
 
 REASON_UNAVAILABLE = "kafka_unavailable"
 REASON_DELIVERY_FAILED = "kafka_delivery_failed"
@@ -61,11 +64,13 @@ REASON_MISCONFIGURED = "kafka_misconfigured"
 # every in-flight item at once, and one line per item would bury the cause.
 LOG_FIRST_FAILURES = 10
 LOG_EVERY = 100
-# Batching window: a crawl yields items one by one, and a quarter of a second costs nothing next
-# to a crawl. Most of the producer's CPU is per batch (a produce request and its answer on the I/O
-# thread), so short windows cost the crawl: at ~300 items/s, 20 ms made 5-item batches and cost
-# ~0.5 ms of CPU per item, 250 ms ~0.33 ms (bench/crawl_overhead.py, docs/PERFORMANCE.md).
-LINGER_MS = 250
+# Batching window. librdkafka batches on its own threads, so a longer window costs the crawl
+# nothing; it only saves produce requests (and broker CPU) at the price of later delivery.
+LINGER_MS = 100
+# How often delivery reports are served while no item comes in to serve them.
+POLL_INTERVAL = 0.1
+# Topic states worth waiting out at start-up: a topic being auto-created has no leader yet.
+_TOPIC_NOT_READY = {KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 STAT_SENT = "kafka/items_sent"
 STAT_DELIVERED = "kafka/items_delivered"
@@ -83,28 +88,23 @@ def _servers(value: Any) -> list[str]:
     return [str(part).strip() for part in value or () if str(part).strip()]
 
 
-def _json_default(value: Any) -> Any:
-    # Dates, Decimals, sets and the like: readable rather than a failed item.
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    return str(value)
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` once (kafka-python's errors already start with their type name)."""
-    text = str(exc)
-    name = type(exc).__name__
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
-
-
-def encode_item(item: Any) -> bytes:
-    """The message value: the item's fields as UTF-8 JSON, keys sorted for stable output."""
-    fields = item_fields(item)
-    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=_json_default).encode()
+def describe(error: BaseException | KafkaError) -> str:
+    """``NAME: message`` for librdkafka's errors, ``Type: message`` for any other exception."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        error = error.args[0]
+    if isinstance(error, KafkaError):
+        return f"{error.name()}: {error.str()}"
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
 
 
 class KafkaPipeline:
-    """Sends every item to Kafka and accounts for each one (see the module docstring)."""
+    """Sends every item to Kafka and accounts for each one (see the module docstring).
+
+    Everything but the start-up metadata request and the final flush runs on the reactor
+    thread, and those two run while the reactor thread waits for them: no lock is needed.
+    """
 
     def __init__(
         self,
@@ -123,19 +123,19 @@ class KafkaPipeline:
         self.delivery_timeout = delivery_timeout
         self.startup_timeout = startup_timeout
         self.producer_config = dict(producer_config)
-        self.producer: KafkaProducer | None = None
+        self.producer: Producer | None = None
         self.topic = ""
         self.headers: list[tuple[str, bytes]] = []
-        # Written by the producer's I/O thread, read by the reactor thread: guarded by _lock.
-        self._lock = threading.Lock()
         self._pending: dict[int, str | None] = {}  # send number -> stable id, until confirmed
         self._next_number = 0
         self._items = 0  # items that reached this pipeline: delivered + failed in the end
         self._sent = 0
         self._delivered = 0
         self._failed = 0
+        self._client_errors: set[int] = set()  # cluster-wide errors logged since a delivery
         self._closing_for_failures = False
         self._closing = False  # close_spider has begun: no more early closes
+        self._poller: task.LoopingCall | None = None
         self._reactor: Any = None
 
     @classmethod
@@ -145,10 +145,10 @@ class KafkaPipeline:
         if not servers:
             raise NotConfigured("KAFKA_BOOTSTRAP_SERVERS is empty")
         level = settings.get("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL")
-        # kafka-python logs every refused connection, and even the auto-creation of a topic, at
-        # ERROR. Scrapy counts those as crawl errors, so by default they are muted and this
-        # pipeline reports what matters (unreachable cluster, failed deliveries) with the cause.
-        logging.getLogger("kafka").setLevel(level.upper() if isinstance(level, str) else level)
+        # librdkafka logs every refused connection at ERROR. Scrapy counts those as crawl
+        # errors, so by default they are muted and this pipeline reports what matters
+        # (unreachable cluster, failed deliveries) with the cause.
+        client_logger.setLevel(level.upper() if isinstance(level, str) else level)
         return cls(
             crawler,
             servers=servers,
@@ -160,39 +160,38 @@ class KafkaPipeline:
 
     # --- opening ------------------------------------------------------------------------------
 
-    def _producer_kwargs(self) -> dict[str, Any]:
-        delivery_ms = max(1000, int(self.delivery_timeout * 1000))
-        startup_ms = max(1000, int(self.startup_timeout * 1000))
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.servers,
-            "client_id": f"crawlfleet-{self.crawler.spider.name}",
-            # Durability first: every in-sync replica has the message before it counts, and the
-            # idempotent producer (kafka-python's default, kept when the broker supports it)
-            # makes its retries write each message once.
+    def producer_properties(self) -> dict[str, Any]:
+        """librdkafka properties: durability first, then KAFKA_PRODUCER_CONFIG over them."""
+        return {
+            "bootstrap.servers": ",".join(self.servers),
+            "client.id": f"crawlfleet-{self.crawler.spider.name}",
+            # Every in-sync replica has the message before it counts, and the idempotent
+            # producer makes librdkafka's retries write each message once, in order.
             "acks": "all",
-            "linger_ms": LINGER_MS,
-            "delivery_timeout_ms": delivery_ms,
-            # The client insists that one request (plus the linger) fits in the delivery deadline.
-            "request_timeout_ms": min(30000, delivery_ms - LINGER_MS - 1),
-            "bootstrap_timeout_ms": startup_ms,
-            # send() blocks only while the topic's metadata is unknown; after open_spider it is
-            # known, so this only bounds the start-up check below.
-            "max_block_ms": startup_ms,
+            "enable.idempotence": True,
+            "linger.ms": LINGER_MS,
+            # A message not acknowledged this long after produce() is reported failed.
+            "message.timeout.ms": max(1000, int(self.delivery_timeout * 1000)),
+            "logger": client_logger,
+            "error_cb": self._client_error_cb,
+            **self.producer_config,
         }
-        kwargs.update(self.producer_config)
-        return kwargs
 
-    def _connect(self) -> KafkaProducer:
-        """Build the producer and make sure the topic is there (blocking: run in a thread)."""
-        producer = KafkaProducer(**self._producer_kwargs())
-        try:
-            partitions = producer.partitions_for(self.topic)
-            if not partitions:
-                raise KafkaError(f"topic {self.topic!r} has no partitions")
-        except BaseException:
-            producer.close(timeout=0)
-            raise
-        return producer
+    def _wait_for_topic(self, producer: Producer) -> None:
+        """Until the topic has partitions with leaders (blocking: run in a thread)."""
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            metadata = producer.list_topics(self.topic, timeout=max(0.1, remaining))
+            topic = metadata.topics.get(self.topic)
+            error = None if topic is None else topic.error
+            if topic is not None and error is None and topic.partitions:
+                return
+            if error is not None and error.code() not in _TOPIC_NOT_READY:
+                raise KafkaException(error)
+            if time.monotonic() + 0.2 >= deadline:
+                raise KafkaException(error) if error else ValueError("the topic has no partitions")
+            time.sleep(0.2)
 
     async def open_spider(self) -> None:
         # Imported here, not at module level, so that importing this module never installs a
@@ -209,12 +208,11 @@ class KafkaPipeline:
             ("crawlfleet-job", job_id_of(spider).encode()),
         ]
         for key in (STAT_SENT, STAT_DELIVERED, STAT_FAILED):
-            # Created here, on the reactor thread, so the producer thread only ever updates them.
             self.stats.set_value(key, 0)
         servers = ",".join(self.servers)
         try:
-            self.producer = await maybe_deferred_to_future(threads.deferToThread(self._connect))
-        except (KafkaConfigurationError, ValueError, TypeError) as exc:
+            producer = Producer(self.producer_properties())
+        except (KafkaException, ValueError, TypeError) as exc:
             logger.error(
                 "Kafka producer settings are invalid (%s); check KAFKA_PRODUCER_CONFIG and "
                 "the KAFKA_* timeouts. Closing the spider before crawling.",
@@ -222,6 +220,8 @@ class KafkaPipeline:
             )
             self._mark_failed(REASON_MISCONFIGURED)
             raise CloseSpider(REASON_MISCONFIGURED) from exc
+        try:
+            await maybe_deferred_to_future(threads.deferToThread(self._wait_for_topic, producer))
         except Exception as exc:
             logger.error(
                 "Kafka is unavailable: cannot reach topic %r on %s within %ss (%s). "
@@ -233,84 +233,111 @@ class KafkaPipeline:
             )
             self._mark_failed(REASON_UNAVAILABLE)
             raise CloseSpider(REASON_UNAVAILABLE) from exc
-        idempotent = bool(self.producer.config.get("enable_idempotence"))
+        self.producer = producer
+        self._client_errors.clear()  # what start-up ran into is not news any more
+        producer.poll(0)
+        self._poller = task.LoopingCall(self._serve_reports)
+        self._poller.start(POLL_INTERVAL, now=False)
         self.stats.set_value("kafka/topic", self.topic)
         logger.info(
             "Sending items to Kafka topic %r on %s (acks=all, idempotent=%s)",
             self.topic,
             servers,
-            idempotent,
+            self.producer_properties()["enable.idempotence"],
         )
 
     # --- items --------------------------------------------------------------------------------
 
     def process_item(self, item: Any) -> Any:
         self._items += 1
-        if self.producer is None:
+        producer = self.producer
+        if producer is None:
             # open_spider failed and the spider is closing; items still in flight are not sent.
-            self._count_failure(None, KafkaError("producer not open"), sent=False)
+            self._count_failure(None, KafkaError(KafkaError._STATE, "producer not open"), False)
             return item
         key = stable_id(item)
-        with self._lock:
-            number = self._next_number
-            self._next_number += 1
+        number = self._next_number
+        self._next_number += 1
         try:
-            value = encode_item(item)
-            future: FutureRecordMetadata = self.producer.send(
-                self.topic,
-                key=None if key is None else key.encode(),
-                value=value,
-                headers=list(self.headers),
-            )
+            self._produce(producer, number, key, encode_item(item))
         except Exception as exc:
-            # Serialisation, an oversized record, a closed producer: refused before sending.
+            # Serialisation, an oversized record, a queue that stayed full: refused before sending.
             self._count_failure(key, exc, sent=False)
             return item
-        with self._lock:
-            self._pending[number] = key
-            self._sent += 1
-            self.stats.set_value(STAT_SENT, self._sent)
-        future.add_callback(self._delivered_cb, number)
-        future.add_errback(self._failed_cb, number)
+        self._pending[number] = key
+        self._sent += 1
+        self.stats.set_value(STAT_SENT, self._sent)
         if key is None:
             self.stats.inc_value("kafka/items_without_key")
+        producer.poll(0)
         return item
 
-    def _delivered_cb(self, number: int, _metadata: RecordMetadata) -> None:
-        with self._lock:
-            if self._pending.pop(number, _MISSING) is _MISSING:
-                return  # already written off as unconfirmed at close
-            self._delivered += 1
-            self.stats.set_value(STAT_DELIVERED, self._delivered)
-
-    def _failed_cb(self, number: int, exc: BaseException) -> None:
-        with self._lock:
-            key = self._pending.pop(number, _MISSING)
-            if key is _MISSING:
+    def _produce(self, producer: Producer, number: int, key: str | None, value: bytes) -> None:
+        """Hand one message to librdkafka; while its local queue is full, wait for room."""
+        deadline = time.monotonic() + self.delivery_timeout
+        while True:
+            try:
+                producer.produce(
+                    self.topic,
+                    value=value,
+                    key=None if key is None else key.encode(),
+                    headers=self.headers,
+                    on_delivery=partial(self._delivery_report, number),
+                )
                 return
-        self._count_failure(key, exc, sent=True)
+            except BufferError:
+                # Back-pressure: the broker takes items slower than the crawl makes them.
+                if time.monotonic() >= deadline:
+                    raise
+                self.stats.inc_value("kafka/queue_full_waits")
+                producer.poll(0.1)
 
-    def _count_failure(self, key: str | None, exc: BaseException, *, sent: bool) -> None:
+    def _serve_reports(self) -> None:
+        if self.producer is not None:
+            self.producer.poll(0)
+
+    def _delivery_report(self, number: int, error: KafkaError | None, _message: Message) -> None:
+        key = self._pending.pop(number, _MISSING)
+        if key is _MISSING:
+            return  # already written off as unconfirmed at close
+        if error is not None:
+            self._count_failure(key, error, sent=True)
+            return
+        self._delivered += 1
+        self._client_errors.clear()
+        self.stats.set_value(STAT_DELIVERED, self._delivered)
+
+    def _client_error_cb(self, error: KafkaError) -> None:
+        """Cluster-wide trouble (brokers down, a fatal producer error): one line per kind until
+        a delivery succeeds; the deliveries it fails are counted and logged by their reports."""
+        if error.fatal():
+            logger.error("Kafka producer failed for good: %s", describe(error))
+        elif error.code() not in self._client_errors:
+            logger.warning("Kafka: %s (deliveries are retried)", describe(error))
+        self._client_errors.add(error.code())
+
+    def _count_failure(
+        self, key: str | None, error: BaseException | KafkaError, sent: bool
+    ) -> None:
         """Count and log one failed item; close the spider when the threshold is crossed."""
-        with self._lock:
-            self._failed += 1
-            failed = self._failed
-            self.stats.set_value(STAT_FAILED, failed)
-            crossed = failed > self.failure_threshold and not self._closing_for_failures
-            if crossed:
-                self._closing_for_failures = True
+        self._failed += 1
+        failed = self._failed
+        self.stats.set_value(STAT_FAILED, failed)
+        crossed = failed > self.failure_threshold and not self._closing_for_failures
+        if crossed:
+            self._closing_for_failures = True
         if failed <= LOG_FIRST_FAILURES or failed % LOG_EVERY == 0:
             logger.error(
                 "Kafka %s item %s to topic %r: %s (%d failed so far)",
                 "did not deliver" if sent else "could not send",
                 key or "(no id)",
                 self.topic,
-                describe(exc),
+                describe(error),
                 failed,
             )
         if crossed and not self._closing:
-            # Usually called on the producer's thread; the engine is driven from the reactor's.
-            self._reactor.callFromThread(self._close_for_failures)
+            # Not from inside the item (or report) being processed: on the next reactor turn.
+            self._reactor.callLater(0, self._close_for_failures)
 
     def _close_for_failures(self) -> None:
         engine = self.crawler.engine
@@ -333,26 +360,27 @@ class KafkaPipeline:
 
     async def close_spider(self) -> None:
         self._closing = True
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
         producer, self.producer = self.producer, None
         if producer is None:
             return
-        # Every record expires within the delivery timeout of its send(), so this bounds the wait;
-        # the margin covers the last linger and the producer's own bookkeeping.
+        # Every message expires within the delivery timeout of its produce(), so this bounds the
+        # wait; the margin covers the last linger. Reports are served on the flushing thread.
         timeout = self.delivery_timeout + 5.0
-        try:
-            await maybe_deferred_to_future(threads.deferToThread(producer.flush, timeout))
-        except KafkaError as exc:
-            logger.error("Kafka flush did not finish within %.0fs: %s", timeout, describe(exc))
-        await maybe_deferred_to_future(threads.deferToThread(producer.close, 0))
-        with self._lock:
-            unconfirmed = list(self._pending.values())
-            self._pending.clear()
+        left = await maybe_deferred_to_future(threads.deferToThread(producer.flush, timeout))
+        if left:
+            logger.error("Kafka flush did not finish within %.0fs", timeout)
+        unconfirmed = list(self._pending.values())
+        self._pending.clear()
+        producer.purge()  # nothing may be sent after this run has accounted for it
+        producer.flush(0)
         if unconfirmed:
             self.stats.set_value(STAT_UNCONFIRMED, len(unconfirmed))
+            unknown = KafkaError(KafkaError._TIMED_OUT, "delivery unconfirmed at close")
             for key in unconfirmed:
-                self._count_failure(key, KafkaError("delivery unconfirmed at close"), sent=True)
-        with self._lock:
-            items, delivered, failed = self._items, self._delivered, self._failed
+                self._count_failure(key, unknown, sent=True)
+        items, delivered, failed = self._items, self._delivered, self._failed
         if failed > self.failure_threshold:
             self._mark_failed(REASON_DELIVERY_FAILED)
             logger.error(

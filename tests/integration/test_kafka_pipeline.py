@@ -87,6 +87,26 @@ def test_every_item_arrives_once_keyed_by_upc(run_crawl, demo_site, kafka_broker
         assert dict(record.headers)["crawlfleet-spider"] == b"books"
 
 
+def test_a_full_local_queue_slows_the_crawl_and_loses_nothing(
+    run_crawl, demo_site, kafka_broker, kafka_topic
+):
+    # Room for two messages: most produce() calls find librdkafka's queue full and wait.
+    config = {"queue.buffering.max.messages": 2, "linger.ms": 20}
+    result = run_crawl(
+        "books",
+        args={"start_url": f"{demo_site.base_url}/catalogue/page-1.html", "max_pages": "3"},
+        settings=kafka_settings(
+            kafka_broker, kafka_topic, KAFKA_PRODUCER_CONFIG=json.dumps(config)
+        ),
+    )
+    assert result.returncode == 0, result.output
+    assert int_stat(result.output, "kafka/queue_full_waits") > 0, result.output
+    assert int_stat(result.output, "kafka/items_delivered") == 60
+    assert int_stat(result.output, "kafka/items_failed") == 0
+    keys = sorted(record.key.decode() for record in kafka_broker.consume_all(kafka_topic))
+    assert keys == sorted(Book(n).upc for n in range(1, 61))
+
+
 def test_broker_lost_mid_crawl_fails_the_run_and_accounts_for_every_item(
     run_crawl, fresh_demo_site, private_kafka_broker, kafka_topic
 ):
@@ -198,11 +218,11 @@ def test_invalid_producer_settings_stop_the_run_with_their_own_reason(run_crawl,
         args={"start_url": f"{fresh_demo_site.base_url}/catalogue/page-1.html"},
         settings={
             "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-            "KAFKA_PRODUCER_CONFIG": json.dumps({"lingr_ms": 5}),
+            "KAFKA_PRODUCER_CONFIG": json.dumps({"lingr.ms": 5}),
         },
     )
     assert "Kafka producer settings are invalid" in result.output
-    assert "lingr_ms" in result.output
+    assert "lingr.ms" in result.output
     assert stat(result.output, "finish_reason") == "kafka_misconfigured"
     assert stat(result.output, "crawlfleet/outcome") == "failed"
     assert fresh_demo_site.hits.snapshot() == {}

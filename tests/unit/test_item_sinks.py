@@ -13,9 +13,8 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import DropItem
 from scrapy.utils.test import get_crawler
 
-from crawler.items import BookItem, item_fields
+from crawler.items import BookItem, encode_item, item_fields
 from crawler.pipelines.csv import CsvPipeline
-from crawler.pipelines.kafka import encode_item
 
 
 class Product(scrapy.Item):
