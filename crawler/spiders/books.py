@@ -14,7 +14,9 @@ DEFAULT_START = "http://127.0.0.1:8800/catalogue/page-1.html"
 # The next list page goes before the detail pages already queued: it is the only request that
 # finds more work, so fetching it first keeps the queue full. Without it a shared crawl's Redis
 # queue (a sorted set, equal priorities in no useful order) drained at every list page, and the
-# workers that ran dry sat idle until their next look at Redis.
+# workers that ran dry sat idle until their next look at Redis. For the same reason parse()
+# yields it before its detail pages: in a shared crawl each yielded request is a Redis round
+# trip, and an idle worker can take the next list page only once it is there.
 LIST_PRIORITY = 1
 
 
@@ -55,12 +57,12 @@ class BookCatalogue:
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
         page = response.meta.get("page", 1)
-        yield from response.follow_all(css="ul.books li.book a", callback=self.parse_book)
         next_page = response.css("a.next::attr(href)").get()
         if next_page and (not self.max_pages or page < self.max_pages):
             yield response.follow(
                 next_page, callback=self.parse, meta={"page": page + 1}, priority=LIST_PRIORITY
             )
+        yield from response.follow_all(css="ul.books li.book a", callback=self.parse_book)
 
     def parse_book(self, response: Response) -> BookItem:
         return parse_book(response)
