@@ -12,6 +12,7 @@ acknowledged and what it refused. Nothing is lost silently:
   still mean written, so consumers de-duplicate on the message key;
 * ``close_spider`` waits for every outstanding delivery (bounded by ``KAFKA_DELIVERY_TIMEOUT``),
   and counts whatever is still unconfirmed after that as failed (``kafka/items_unconfirmed``);
+* a full local queue makes ``process_item`` wait for room (``kafka/queue_full_waits``);
 * past ``KAFKA_FAILURE_THRESHOLD`` failures the run is a failure. Mid-crawl, the pipeline closes
   the spider at once with the reason ``kafka_delivery_failed`` (there is no point crawling pages
   whose items cannot be delivered). Failures found only while closing come too late to change
@@ -30,8 +31,7 @@ Settings (namespaced, each overridable per spider through ``custom_settings``):
 ``KAFKA_FAILURE_THRESHOLD``  failed deliveries tolerated before the run fails (0: none).
 ``KAFKA_DELIVERY_TIMEOUT``   seconds a message may take to be acknowledged, retries included.
 ``KAFKA_STARTUP_TIMEOUT``    seconds to reach the cluster and the topic when the spider opens.
-``KAFKA_PRODUCER_CONFIG``    extra librdkafka properties (``security.protocol``, ``sasl.*``,
-                             ``compression.type``...), over the pipeline's own.
+``KAFKA_PRODUCER_CONFIG``    extra librdkafka properties (``compression.type``...), over ours.
 ``KAFKA_CLIENT_LOG_LEVEL``   level of the ``librdkafka`` logger that librdkafka's log goes to.
 """
 
