@@ -90,8 +90,8 @@ class Scheduler:
         self._sends = dispatcher.Sends(on_answer=self._dispatch_wake.set)
         self._next_tick = 0.0
         self._whole_burst = threading.Event()  # a burst is being recorded, to be planned whole
-        # Runs recorded here that no planning pass has looked at since: a stop must not leave
-        # them queued until another replica's tick.
+        # Runs were recorded here since the dispatcher last planned: a stop must not leave them
+        # queued until another replica's tick, so shutdown plans once more.
         self._unplanned_fire = False
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
@@ -257,10 +257,10 @@ class Scheduler:
                 )
                 created += done
                 plans += chunk_plans
+                if done:
+                    self._unplanned_fire = True
                 if done and early and not self._stopping.is_set():
                     self._plan_now()
-                elif done:
-                    self._unplanned_fire = True
         finally:
             self._whole_burst.clear()
         if created and self.dispatch_jobs and not early:
@@ -294,7 +294,6 @@ class Scheduler:
             logger.info("planning after a fire failed (%s); the dispatcher plans again", exc)
             planned = DISPATCH_BATCH
         if planned == DISPATCH_BATCH:  # more may be due: the dispatcher carries on
-            self._unplanned_fire = True
             self._dispatch_due.set()
             self._dispatch_wake.set()
 

@@ -3,7 +3,7 @@
 Delivery is asynchronous so that a slow or distant broker never slows the crawl: ``process_item``
 hands the message to librdkafka (through confluent-kafka) and returns. librdkafka batches and
 sends on its own threads, outside the interpreter lock; its delivery reports are served on the
-reactor thread (by ``poll`` after each item and every 0.1 s), where they count what the broker
+reactor thread (by ``poll`` every 0.1 s, not per item), where they count what the broker
 acknowledged and what it refused. Nothing is lost silently:
 
 * every item handed to Kafka ends up counted once, in ``kafka/items_delivered`` or in
@@ -210,8 +210,9 @@ class KafkaPipeline:
         for key in (STAT_SENT, STAT_DELIVERED, STAT_FAILED):
             self.stats.set_value(key, 0)
         servers = ",".join(self.servers)
+        properties = self.producer_properties()
         try:
-            producer = Producer(self.producer_properties())
+            producer = Producer(properties)
         except (KafkaException, ValueError, TypeError) as exc:
             logger.error(
                 "Kafka producer settings are invalid (%s); check KAFKA_PRODUCER_CONFIG and "
@@ -234,16 +235,17 @@ class KafkaPipeline:
             self._mark_failed(REASON_UNAVAILABLE)
             raise CloseSpider(REASON_UNAVAILABLE) from exc
         self.producer = producer
-        self._client_errors.clear()  # what start-up ran into is not news any more
         producer.poll(0)
+        self._client_errors.clear()  # what start-up ran into is not news any more
         self._poller = task.LoopingCall(self._serve_reports)
         self._poller.start(POLL_INTERVAL, now=False)
         self.stats.set_value("kafka/topic", self.topic)
         logger.info(
-            "Sending items to Kafka topic %r on %s (acks=all, idempotent=%s)",
+            "Sending items to Kafka topic %r on %s (acks=%s, idempotent=%s)",
             self.topic,
             servers,
-            self.producer_properties()["enable.idempotence"],
+            properties["acks"],
+            properties["enable.idempotence"],
         )
 
     # --- items --------------------------------------------------------------------------------
@@ -269,7 +271,6 @@ class KafkaPipeline:
         self.stats.set_value(STAT_SENT, self._sent)
         if key is None:
             self.stats.inc_value("kafka/items_without_key")
-        producer.poll(0)
         return item
 
     def _produce(self, producer: Producer, number: int, key: str | None, value: bytes) -> None:
