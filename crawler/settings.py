@@ -118,6 +118,9 @@ SHARED_TAKE_ONLY_STARTABLE = env("SHARED_TAKE_ONLY_STARTABLE", True)
 CRAWLFLEET_REPORT_URL = env("CRAWLFLEET_REPORT_URL", "")
 CRAWLFLEET_JOB_TOKEN = env("CRAWLFLEET_JOB_TOKEN", "")
 CRAWLFLEET_HEARTBEAT_INTERVAL = env("CRAWLFLEET_HEARTBEAT_INTERVAL", 10.0)
+# Per-item counters (field coverage, Kafka, CSV, User-Agent) are kept in memory and written into
+# the stats before every report, at close, and this often (s) for other readers (0: not on a timer).
+CRAWLFLEET_STATS_FLUSH_INTERVAL = env("CRAWLFLEET_STATS_FLUSH_INTERVAL", 5.0)
 # Per item field, how many scraped items had it filled (crawlfleet/fields/<name> in the stats);
 # at most this many distinct names are tracked, the rest count in crawlfleet/fields_untracked.
 CRAWLFLEET_FIELD_COVERAGE_ENABLED = env("CRAWLFLEET_FIELD_COVERAGE_ENABLED", True)

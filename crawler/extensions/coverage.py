@@ -2,8 +2,9 @@
 
 The control plane judges a finished (or running) crawl from its stats, among them "is every named
 field present in at least X% of the items". This extension counts, for every item that was
-scraped, which of its fields hold a value, and keeps the counts in ``crawler.stats``, so they
-travel in every heartbeat and in the final report (``extensions/report.py``):
+scraped, which of its fields hold a value, and writes the counts into ``crawler.stats`` (through
+a ``StatsBuffer``: before every report and at close, not per item), so they travel in every
+heartbeat and in the final report (``extensions/report.py``):
 
 - ``crawlfleet/fields_seen``: the number of items checked;
 - ``crawlfleet/fields/<name>``: how many of them had the field ``<name>`` filled (a field is
@@ -40,10 +41,10 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
 from crawler.items import dataclass_field_names
+from crawler.statsbuffer import StatsBuffer
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.statscollectors import StatsCollector
 
 FIELD_PREFIX = "crawlfleet/fields/"
 SEEN_KEY = "crawlfleet/fields_seen"
@@ -88,8 +89,9 @@ def _adapted_field_values(item: Any) -> Iterator[tuple[str, Any]]:
 
 
 class FieldCoverage:
-    def __init__(self, stats: StatsCollector, max_fields: int = DEFAULT_MAX_FIELDS) -> None:
-        self.stats = stats
+    def __init__(self, counters: StatsBuffer, max_fields: int = DEFAULT_MAX_FIELDS) -> None:
+        # Ten counts per item: kept in memory, written into the stats before they are read.
+        self.counters = counters
         self.max_fields = max(0, max_fields)
         self.tracked: set[str] = set()
         self._keys: dict[str, str] = {}  # name -> its stats key, built once per tracked name
@@ -99,9 +101,8 @@ class FieldCoverage:
         settings = crawler.settings
         if not settings.getbool("CRAWLFLEET_FIELD_COVERAGE_ENABLED", True):
             raise NotConfigured("CRAWLFLEET_FIELD_COVERAGE_ENABLED is off")
-        assert crawler.stats is not None
         coverage = cls(
-            crawler.stats,
+            StatsBuffer(crawler),
             settings.getint("CRAWLFLEET_FIELD_COVERAGE_MAX_FIELDS", DEFAULT_MAX_FIELDS),
         )
         crawler.signals.connect(coverage.item_scraped, signal=signals.item_scraped)
@@ -112,7 +113,7 @@ class FieldCoverage:
 
     def count(self, item: Any) -> None:
         """Add one item to the counts."""
-        inc = self.stats.inc_value
+        inc = self.counters.inc
         inc(SEEN_KEY)
         keys = self._keys
         untracked = 0

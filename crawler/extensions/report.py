@@ -31,6 +31,8 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call, run_in_thread
 from scrapy.utils.defer import deferred_from_coro
 
+from crawler.statsbuffer import send_stats_snapshot
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
@@ -155,6 +157,7 @@ class OutcomeReporter:
 
     # --- bookkeeping (reactor thread) --------------------------------------------------------
     def _payload(self, event: str, **extra: Any) -> dict[str, Any]:
+        send_stats_snapshot(self.crawler)  # counters kept in memory are written in first
         return {"event": event, "stats": jsonable(self.crawler.stats.get_stats()), **extra}
 
     def _failed(self, event: str, exc: BaseException) -> None:

@@ -35,12 +35,14 @@ from scrapy import Request, Spider, signals
 from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy.settings import SETTINGS_PRIORITIES
 
+from crawler.statsbuffer import StatsBuffer
+
 if TYPE_CHECKING:
     from typing import Self
 
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from scrapy.statscollectors import StatsCollector
+
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class RotatingUserAgentMiddleware:
         enabled: bool = True,
         default_user_agent: str | None = None,
         spider_user_agent: str | None = None,
-        stats: StatsCollector | None = None,
+        counters: StatsBuffer | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if rotation not in ROTATIONS:
@@ -110,7 +112,7 @@ class RotatingUserAgentMiddleware:
         self.enabled = enabled
         self.default_user_agent = default_user_agent
         self.spider_user_agent = spider_user_agent
-        self.stats = stats
+        self.counters = counters
         self._rng = rng or random.Random()
         self._cycle: Iterator[str] = itertools.cycle(self.user_agents)
 
@@ -131,7 +133,7 @@ class RotatingUserAgentMiddleware:
                 enabled=enabled,
                 default_user_agent=settings.get("USER_AGENT"),
                 spider_user_agent=spider_user_agent,
-                stats=crawler.stats,
+                counters=StatsBuffer(crawler),
             )
         except UserAgentConfigError as exc:
             logger.error("User-Agent rotation is misconfigured: %s", exc)
@@ -188,5 +190,5 @@ class RotatingUserAgentMiddleware:
         return None
 
     def _inc(self, key: str) -> None:
-        if self.stats is not None:
-            self.stats.inc_value(key)
+        if self.counters is not None:
+            self.counters.inc(key)

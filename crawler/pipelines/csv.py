@@ -20,6 +20,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
 
 from crawler.items import item_fields
+from crawler.statsbuffer import StatsBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class CsvPipeline:
     def __init__(self, crawler: Crawler, directory: str) -> None:
         self.crawler = crawler
         self.stats = crawler.stats
+        self.counters = StatsBuffer(crawler)  # one count per row: written in batches
         self.directory = Path(directory)
         self.files: dict[str, _CsvFile] = {}
         self.job = ""
@@ -95,10 +97,11 @@ class CsvPipeline:
             self.stats.inc_value("crawlfleet/csv/items_refused")
             raise DropItem(f"item has fields outside the CSV columns: {', '.join(extra)}")
         handle.write(row)
-        self.stats.inc_value("crawlfleet/csv/items_written")
+        self.counters.inc("crawlfleet/csv/items_written")
         return item
 
     def close_spider(self) -> None:
+        self.counters.flush()
         for handle in self.files.values():
             handle.commit()
             self.stats.set_value(f"crawlfleet/csv/file/{handle.final.stem}", str(handle.final))

@@ -13,6 +13,8 @@ acknowledged and what it refused. Nothing is lost silently:
 * ``close_spider`` waits for every outstanding delivery (bounded by ``KAFKA_DELIVERY_TIMEOUT``),
   and counts whatever is still unconfirmed after that as failed (``kafka/items_unconfirmed``);
 * a full local queue makes ``process_item`` wait for room (``kafka/queue_full_waits``);
+* ``kafka/items_sent`` and ``kafka/items_delivered`` are written into the stats before every
+  report (``crawler/statsbuffer.py``'s ``stats_snapshot``) and at close, not per item;
 * past ``KAFKA_FAILURE_THRESHOLD`` failures the run is a failure. Mid-crawl, the pipeline closes
   the spider at once with the reason ``kafka_delivery_failed`` (there is no point crawling pages
   whose items cannot be delivered). Failures found only while closing come too late to change
@@ -50,11 +52,17 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import task, threads
 
 from crawler.items import encode_item, stable_id
+from crawler.kafkaclient import (
+    bootstrap_servers,
+    client_logger,
+    describe,
+    producer_properties,
+    wait_for_topic,
+)
 from crawler.pipelines.csv import job_id_of
+from crawler.statsbuffer import stats_snapshot
 
 logger = logging.getLogger(__name__)
-# librdkafka's own log (connection attempts, broker state), muted by default: see from_crawler.
-client_logger = logging.getLogger("librdkafka")
 
 REASON_UNAVAILABLE = "kafka_unavailable"
 REASON_DELIVERY_FAILED = "kafka_delivery_failed"
@@ -64,13 +72,8 @@ REASON_MISCONFIGURED = "kafka_misconfigured"
 # every in-flight item at once, and one line per item would bury the cause.
 LOG_FIRST_FAILURES = 10
 LOG_EVERY = 100
-# Batching window. librdkafka batches on its own threads, so a longer window costs the crawl
-# nothing; it only saves produce requests (and broker CPU) at the price of later delivery.
-LINGER_MS = 100
-# How often delivery reports are served while no item comes in to serve them.
+# How often delivery reports are served.
 POLL_INTERVAL = 0.1
-# Topic states worth waiting out at start-up: a topic being auto-created has no leader yet.
-_TOPIC_NOT_READY = {KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 STAT_SENT = "kafka/items_sent"
 STAT_DELIVERED = "kafka/items_delivered"
@@ -80,23 +83,6 @@ STAT_OUTCOME = "crawlfleet/outcome"
 STAT_FAILURE_REASON = "crawlfleet/failure_reason"
 
 _MISSING: Any = object()  # "not pending": a send number that was already accounted for
-
-
-def _servers(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(part).strip() for part in value or () if str(part).strip()]
-
-
-def describe(error: BaseException | KafkaError) -> str:
-    """``NAME: message`` for librdkafka's errors, ``Type: message`` for any other exception."""
-    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
-        error = error.args[0]
-    if isinstance(error, KafkaError):
-        return f"{error.name()}: {error.str()}"
-    text = str(error)
-    name = type(error).__name__
-    return f"{name}: {text}" if text else name
 
 
 class KafkaPipeline:
@@ -141,7 +127,7 @@ class KafkaPipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> KafkaPipeline:
         settings = crawler.settings
-        servers = _servers(settings.get("KAFKA_BOOTSTRAP_SERVERS", ""))
+        servers = bootstrap_servers(settings.get("KAFKA_BOOTSTRAP_SERVERS", ""))
         if not servers:
             raise NotConfigured("KAFKA_BOOTSTRAP_SERVERS is empty")
         level = settings.get("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL")
@@ -149,7 +135,7 @@ class KafkaPipeline:
         # errors, so by default they are muted and this pipeline reports what matters
         # (unreachable cluster, failed deliveries) with the cause.
         client_logger.setLevel(level.upper() if isinstance(level, str) else level)
-        return cls(
+        pipeline = cls(
             crawler,
             servers=servers,
             failure_threshold=settings.getint("KAFKA_FAILURE_THRESHOLD", 0),
@@ -157,41 +143,24 @@ class KafkaPipeline:
             startup_timeout=settings.getfloat("KAFKA_STARTUP_TIMEOUT", 10.0),
             producer_config=settings.getdict("KAFKA_PRODUCER_CONFIG", {}),
         )
+        crawler.signals.connect(pipeline.write_counts, signal=stats_snapshot)
+        return pipeline
+
+    def write_counts(self) -> None:
+        """Sent and delivered into the stats: before every report and at close, not per item."""
+        self.stats.set_value(STAT_SENT, self._sent)
+        self.stats.set_value(STAT_DELIVERED, self._delivered)
 
     # --- opening ------------------------------------------------------------------------------
 
     def producer_properties(self) -> dict[str, Any]:
-        """librdkafka properties: durability first, then KAFKA_PRODUCER_CONFIG over them."""
-        return {
-            "bootstrap.servers": ",".join(self.servers),
-            "client.id": f"crawlfleet-{self.crawler.spider.name}",
-            # Every in-sync replica has the message before it counts, and the idempotent
-            # producer makes librdkafka's retries write each message once, in order.
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": LINGER_MS,
-            # A message not acknowledged this long after produce() is reported failed.
-            "message.timeout.ms": max(1000, int(self.delivery_timeout * 1000)),
-            "logger": client_logger,
-            "error_cb": self._client_error_cb,
-            **self.producer_config,
-        }
-
-    def _wait_for_topic(self, producer: Producer) -> None:
-        """Until the topic has partitions with leaders (blocking: run in a thread)."""
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            metadata = producer.list_topics(self.topic, timeout=max(0.1, remaining))
-            topic = metadata.topics.get(self.topic)
-            error = None if topic is None else topic.error
-            if topic is not None and error is None and topic.partitions:
-                return
-            if error is not None and error.code() not in _TOPIC_NOT_READY:
-                raise KafkaException(error)
-            if time.monotonic() + 0.2 >= deadline:
-                raise KafkaException(error) if error else ValueError("the topic has no partitions")
-            time.sleep(0.2)
+        return producer_properties(
+            self.servers,
+            client_id=f"crawlfleet-{self.crawler.spider.name}",
+            delivery_timeout=self.delivery_timeout,
+            error_cb=self._client_error_cb,
+            extra=self.producer_config,
+        )
 
     async def open_spider(self) -> None:
         # Imported here, not at module level, so that importing this module never installs a
@@ -207,8 +176,8 @@ class KafkaPipeline:
             ("crawlfleet-spider", spider.name.encode()),
             ("crawlfleet-job", job_id_of(spider).encode()),
         ]
-        for key in (STAT_SENT, STAT_DELIVERED, STAT_FAILED):
-            self.stats.set_value(key, 0)
+        self.write_counts()
+        self.stats.set_value(STAT_FAILED, 0)
         servers = ",".join(self.servers)
         properties = self.producer_properties()
         try:
@@ -222,7 +191,9 @@ class KafkaPipeline:
             self._mark_failed(REASON_MISCONFIGURED)
             raise CloseSpider(REASON_MISCONFIGURED) from exc
         try:
-            await maybe_deferred_to_future(threads.deferToThread(self._wait_for_topic, producer))
+            await maybe_deferred_to_future(
+                threads.deferToThread(wait_for_topic, producer, self.topic, self.startup_timeout)
+            )
         except Exception as exc:
             logger.error(
                 "Kafka is unavailable: cannot reach topic %r on %s within %ss (%s). "
@@ -268,7 +239,6 @@ class KafkaPipeline:
             return item
         self._pending[number] = key
         self._sent += 1
-        self.stats.set_value(STAT_SENT, self._sent)
         if key is None:
             self.stats.inc_value("kafka/items_without_key")
         return item
@@ -306,7 +276,6 @@ class KafkaPipeline:
             return
         self._delivered += 1
         self._client_errors.clear()
-        self.stats.set_value(STAT_DELIVERED, self._delivered)
 
     def _client_error_cb(self, error: KafkaError) -> None:
         """Cluster-wide trouble (brokers down, a fatal producer error): one line per kind until
@@ -365,6 +334,7 @@ class KafkaPipeline:
             self._poller.stop()
         producer, self.producer = self.producer, None
         if producer is None:
+            self.write_counts()
             return
         # Every message expires within the delivery timeout of its produce(), so this bounds the
         # wait; the margin covers the last linger. Reports are served on the flushing thread.
@@ -381,6 +351,7 @@ class KafkaPipeline:
             unknown = KafkaError(KafkaError._TIMED_OUT, "delivery unconfirmed at close")
             for key in unconfirmed:
                 self._count_failure(key, unknown, sent=True)
+        self.write_counts()
         items, delivered, failed = self._items, self._delivered, self._failed
         if failed > self.failure_threshold:
             self._mark_failed(REASON_DELIVERY_FAILED)

@@ -32,9 +32,10 @@ def coverage_for(**settings: object) -> FieldCoverage:
 
 
 def field_stats(coverage: FieldCoverage) -> dict[str, int]:
+    coverage.counters.flush()
     return {
         key: value
-        for key, value in coverage.stats.get_stats().items()
+        for key, value in coverage.counters.stats.get_stats().items()
         if key.startswith("crawlfleet/field")
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 
@@ -60,8 +61,31 @@ def test_a_deleted_dataclass_field_is_left_out_as_itemadapter_does():
 
 
 def test_kafka_message_is_the_sorted_json_of_the_fields():
-    expected = json.dumps(ItemAdapter(BOOK).asdict(), ensure_ascii=False, sort_keys=True)
-    assert encode_item(BOOK) == expected.encode()
+    message = encode_item(BOOK)
+    assert json.loads(message) == ItemAdapter(BOOK).asdict()
+    assert list(json.loads(message)) == sorted(ItemAdapter(BOOK).asdict())
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=lambda item: type(item).__name__)
+def test_kafka_message_holds_every_item_as_json(item):
+    expected = json.loads(json.dumps(ItemAdapter(item).asdict(), default=str))
+    assert json.loads(encode_item(item)) == expected
+
+
+def test_kafka_message_keeps_text_unescaped_and_odd_values_readable():
+    item = {"title": "Ça coûte 5 €", "when": dt.date(2026, 12, 1), "tags": {"b", "a"}, 7: "x"}
+    message = encode_item(item)
+    assert "Ça coûte 5 €".encode() in message
+    assert json.loads(message) == {
+        "title": "Ça coûte 5 €",
+        "when": "2026-12-01",
+        "tags": ["a", "b"],
+        "7": "x",
+    }
+
+
+def test_an_integer_beyond_64_bits_still_makes_a_message():
+    assert json.loads(encode_item({"big": 2**70})) == {"big": 2**70}
 
 
 def _pipeline(tmp_path):
