@@ -2,8 +2,12 @@
 
 from django.db import migrations, models
 
+from controlplane.onlineindex import AddIndexOnline
+
 
 class Migration(migrations.Migration):
+    # Built concurrently on PostgreSQL, so the job table stays writable: no transaction.
+    atomic = False
 
     # The overview's windows over recently ended jobs (controlplane/jobs/fleetstats.py).
     dependencies = [
@@ -11,7 +15,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexOnline(
             model_name='job',
             index=models.Index(fields=['finished_at'], name='job_finished_at'),
         ),

@@ -2,8 +2,12 @@
 
 from django.db import migrations, models
 
+from controlplane.onlineindex import AddIndexOnline
+
 
 class Migration(migrations.Migration):
+    # Built concurrently on PostgreSQL, so the job table stays writable: no transaction.
+    atomic = False
 
     dependencies = [
         ('deploys', '0003_project_retry_policy'),
@@ -13,15 +17,15 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexOnline(
             model_name='job',
             index=models.Index(fields=['state', 'cause'], name='job_state_cause_idx'),
         ),
-        migrations.AddIndex(
+        AddIndexOnline(
             model_name='job',
             index=models.Index(fields=['state', 'project', 'not_before'], name='job_state_project_idx'),
         ),
-        migrations.AddIndex(
+        AddIndexOnline(
             model_name='job',
             index=models.Index(fields=['task', 'project', 'state', 'items', 'pages'], name='job_task_totals_idx'),
         ),

@@ -2,8 +2,12 @@
 
 from django.db import migrations, models
 
+from controlplane.onlineindex import AddIndexOnline, RemoveIndexOnline
+
 
 class Migration(migrations.Migration):
+    # Built concurrently on PostgreSQL, so the job table stays writable: no transaction.
+    atomic = False
 
     dependencies = [
         ('deploys', '0004_project_shares_and_caps'),
@@ -14,11 +18,11 @@ class Migration(migrations.Migration):
 
     operations = [
         # The new index first: the overview's queries always have one to read.
-        migrations.AddIndex(
+        AddIndexOnline(
             model_name='job',
             index=models.Index(fields=['finished_at', 'state', 'attempt', 'items', 'pages', 'errors'], name='job_finished_cover_idx'),
         ),
-        migrations.RemoveIndex(
+        RemoveIndexOnline(
             model_name='job',
             name='job_finished_at',
         ),
