@@ -79,12 +79,9 @@ def crawl(start_url: str, settings: dict[str, str], site_pid: int, prefix: list[
 
 def variants(full: dict[str, str]) -> dict[str, dict[str, str]]:
     """The full stack minus one component at a time."""
-    pipelines = {
-        "crawler.pipelines.validation.ValidationPipeline": 100,
-        "crawler.pipelines.csv.CsvPipeline": 800,
-        "crawler.pipelines.kafka.KafkaPipeline": 900,
-    }
-    no_validation = {k: v for k, v in pipelines.items() if "Validation" not in k}
+    from crawler import settings as project
+
+    no_validation = {k: v for k, v in project.ITEM_PIPELINES.items() if "Validation" not in k}
     return {
         "-useragent": {**full, "DOWNLOADER_MIDDLEWARES": "{}"},
         "-validation": {**full, "ITEM_PIPELINES": json.dumps(no_validation)},

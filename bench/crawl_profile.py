@@ -19,7 +19,7 @@ COMPONENTS = {
     "crawler/pipelines/csv.py": "CSV pipeline",
     "crawler/pipelines/kafka.py": "Kafka pipeline (reactor thread)",
     "crawler/extensions/report.py": "report extension (reactor thread)",
-    "crawler/extensions/coverage.py": "field coverage",
+    "crawler/pipelines/coverage.py": "field coverage",
     "crawler/spiders/books.py": "the spider's parsing (both sides)",
 }
 

@@ -21,7 +21,6 @@ EXTENSIONS = {
     "scrapy.extensions.telnet.TelnetConsole": None,
     "scrapy.extensions.remote_control.RemoteControl": None,
     "crawler.extensions.report.OutcomeReporter": 500,
-    "crawler.extensions.coverage.FieldCoverage": 510,
 }
 ROBOTSTXT_OBEY = env("CRAWLFLEET_ROBOTSTXT_OBEY", True)
 
@@ -75,6 +74,8 @@ ITEM_PIPELINES = {
     "crawler.pipelines.validation.ValidationPipeline": 100,
     "crawler.pipelines.csv.CsvPipeline": 800,
     "crawler.pipelines.kafka.KafkaPipeline": 900,
+    # Counts the fields of the items every pipeline above let through: keep it last.
+    "crawler.pipelines.coverage.FieldCoveragePipeline": 1000,
 }
 # CSV: one file per job under this directory ('' disables the pipeline).
 CRAWLFLEET_CSV_DIR = env("CRAWLFLEET_CSV_DIR", "output")
@@ -88,6 +89,8 @@ KAFKA_STARTUP_TIMEOUT = env("KAFKA_STARTUP_TIMEOUT", 10.0)
 KAFKA_PRODUCER_CONFIG = env("KAFKA_PRODUCER_CONFIG", {})
 # librdkafka logs refused connections at ERROR; the pipeline reports failures itself.
 KAFKA_CLIENT_LOG_LEVEL = env("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL")
+# How often (s) delivery reports are served on the crawl's thread (and the counts kept current).
+KAFKA_POLL_INTERVAL = env("KAFKA_POLL_INTERVAL", 0.1)
 
 # --- shared crawls over Redis (scrapy-redis) ---------------------------------------------------
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")

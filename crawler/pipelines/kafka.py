@@ -3,7 +3,7 @@
 Delivery is asynchronous so that a slow or distant broker never slows the crawl: ``process_item``
 hands the message to librdkafka (through confluent-kafka) and returns. librdkafka batches and
 sends on its own threads, outside the interpreter lock; its delivery reports are served on the
-reactor thread (by ``poll`` every 0.1 s, not per item), where they count what the broker
+reactor thread (by ``poll`` every ``KAFKA_POLL_INTERVAL``, not per item), where they count what the broker
 acknowledged and what it refused. Nothing is lost silently:
 
 * every item handed to Kafka ends up counted once, in ``kafka/items_delivered`` or in
@@ -35,6 +35,7 @@ Settings (namespaced, each overridable per spider through ``custom_settings``):
 ``KAFKA_STARTUP_TIMEOUT``    seconds to reach the cluster and the topic when the spider opens.
 ``KAFKA_PRODUCER_CONFIG``    extra librdkafka properties (``compression.type``...), over ours.
 ``KAFKA_CLIENT_LOG_LEVEL``   level of the ``librdkafka`` logger that librdkafka's log goes to.
+``KAFKA_POLL_INTERVAL``      seconds between two servings of delivery reports (0.1).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ REASON_MISCONFIGURED = "kafka_misconfigured"
 # every in-flight item at once, and one line per item would bury the cause.
 LOG_FIRST_FAILURES = 10
 LOG_EVERY = 100
-# How often delivery reports are served.
+# How often delivery reports are served, by default.
 POLL_INTERVAL = 0.1
 
 STAT_SENT = "kafka/items_sent"
@@ -101,6 +102,7 @@ class KafkaPipeline:
         delivery_timeout: float,
         startup_timeout: float,
         producer_config: Mapping[str, Any],
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self.crawler = crawler
         self.stats = crawler.stats
@@ -109,6 +111,7 @@ class KafkaPipeline:
         self.delivery_timeout = delivery_timeout
         self.startup_timeout = startup_timeout
         self.producer_config = dict(producer_config)
+        self.poll_interval = poll_interval if poll_interval > 0 else POLL_INTERVAL
         self.producer: Producer | None = None
         self.topic = ""
         self.headers: list[tuple[str, bytes]] = []
@@ -142,6 +145,7 @@ class KafkaPipeline:
             delivery_timeout=settings.getfloat("KAFKA_DELIVERY_TIMEOUT", 60.0),
             startup_timeout=settings.getfloat("KAFKA_STARTUP_TIMEOUT", 10.0),
             producer_config=settings.getdict("KAFKA_PRODUCER_CONFIG", {}),
+            poll_interval=settings.getfloat("KAFKA_POLL_INTERVAL", POLL_INTERVAL),
         )
         crawler.signals.connect(pipeline.write_counts, signal=stats_snapshot)
         return pipeline
@@ -209,7 +213,7 @@ class KafkaPipeline:
         producer.poll(0)
         self._client_errors.clear()  # what start-up ran into is not news any more
         self._poller = task.LoopingCall(self._serve_reports)
-        self._poller.start(POLL_INTERVAL, now=False)
+        self._poller.start(self.poll_interval, now=False)
         self.stats.set_value("kafka/topic", self.topic)
         logger.info(
             "Sending items to Kafka topic %r on %s (acks=%s, idempotent=%s)",

@@ -114,11 +114,13 @@ def test_a_stalled_site_keeps_the_crawl_alive_without_growth(run_crawl, site, si
         stats["response_received_count"]
     }
     assert all(beat["crawlfleet/fields/upc"] == 30 for beat in stalled)
-    # Counted in memory, written in before each report: every heartbeat is exact.
+    # Counted in memory, written in before each report: every heartbeat is current (it may
+    # count an item whose item_scraped signal has not run yet).
     for beat in sink.events("heartbeat"):
         beat_stats = beat["stats"]
         scraped = beat_stats.get("item_scraped_count", 0)
-        assert beat_stats.get("crawlfleet/fields_seen", 0) == scraped, beat_stats
+        seen = beat_stats.get("crawlfleet/fields_seen", 0)
+        assert scraped <= seen <= scraped + 100, beat_stats
         assert beat_stats.get("useragent/rotated", 0) >= beat_stats.get(
             "response_received_count", 0
         )

@@ -9,8 +9,8 @@ import scrapy
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.test import get_crawler
 
-from crawler.extensions.coverage import FieldCoverage, is_filled
 from crawler.items import BookItem
+from crawler.pipelines.coverage import FieldCoveragePipeline, is_filled
 
 
 class Product(scrapy.Item):
@@ -25,13 +25,13 @@ class Pair:
     right: object = None
 
 
-def coverage_for(**settings: object) -> FieldCoverage:
+def coverage_for(**settings: object) -> FieldCoveragePipeline:
     crawler = get_crawler(settings_dict=settings)
     crawler.stats.open_spider()
-    return FieldCoverage.from_crawler(crawler)
+    return FieldCoveragePipeline.from_crawler(crawler)
 
 
-def field_stats(coverage: FieldCoverage) -> dict[str, int]:
+def field_stats(coverage: FieldCoveragePipeline) -> dict[str, int]:
     coverage.counters.flush()
     return {
         key: value
@@ -118,7 +118,7 @@ def test_non_string_keys_become_names():
     assert field_stats(coverage)["crawlfleet/fields/1"] == 1
 
 
-def test_the_extension_can_be_turned_off():
+def test_the_pipeline_can_be_turned_off():
     crawler = get_crawler(settings_dict={"CRAWLFLEET_FIELD_COVERAGE_ENABLED": False})
     with pytest.raises(NotConfigured):
-        FieldCoverage.from_crawler(crawler)
+        FieldCoveragePipeline.from_crawler(crawler)
