@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from django.db import connections, transaction
 
 # An arbitrary constant identifying crawlfleet's migration lock among advisory locks.
 MIGRATION_LOCK_ID = 0x6372_6177_6C66  # "crawlf"
+# How often a replica waiting for another's migrations tries the lock again (s).
+MIGRATION_LOCK_POLL = 0.2
 
 
 @contextlib.contextmanager
@@ -43,8 +46,15 @@ def migration_lock(alias: str = "default") -> Iterator[None]:
     """Hold a database-wide lock so concurrent starts apply migrations one at a time."""
     connection = connections[alias]
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_ID])
+        # Polled, not waited for in one blocking statement: a replica blocked in
+        # pg_advisory_lock is an open transaction, and the holder's CREATE INDEX CONCURRENTLY
+        # (controlplane/onlineindex.py) waits for every open transaction: a deadlock.
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK_ID])
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(MIGRATION_LOCK_POLL)
         try:
             yield
         finally:
