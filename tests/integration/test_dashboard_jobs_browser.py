@@ -10,6 +10,7 @@ import json
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from controlplane.accounts.models import AuditEntry
 from controlplane.jobs.models import Job
@@ -172,7 +173,10 @@ def test_a_failed_job_is_retried_from_its_page(fleet, cp_web, cp_process, page, 
     assert attempts.count() == 2
     assert "failed" in attempts.nth(0).inner_text()
     job_state_on_page(page, "failed")  # the retry runs and fails the same way, live
-    assert "callback_error: deliberate failure" in page.inner_text("#job-log")
+    # The log panel follows the state on its own request: wait for it rather than read it once.
+    expect(page.locator("#job-log")).to_contain_text(
+        "callback_error: deliberate failure", timeout=30_000
+    )
     entry = AuditEntry.objects.get(action="job.retry")
     assert entry.target == f"job {job.pk}"
     assert entry.detail == {"retry": retry.pk}
