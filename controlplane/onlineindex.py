@@ -13,6 +13,7 @@ building again drops that leftover first, so rerunning the migration finishes th
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.db import NotSupportedError
@@ -45,53 +46,76 @@ def _drop_invalid_leftover(schema_editor: Any, name: str) -> None:
             )
 
 
-class AddIndexOnline(AddIndex):
+def _create(schema_editor: Any, model: Any, index: Any) -> None:
+    _drop_invalid_leftover(schema_editor, index.name)
+    schema_editor.add_index(model, index, concurrently=True)
+
+
+def _drop(schema_editor: Any, model: Any, index: Any) -> None:
+    schema_editor.remove_index(model, index, concurrently=True)
+
+
+class _OnlineIndexMixin:
+    """The PostgreSQL path of an index operation, given which way it goes and on which state."""
+
+    model_name: str
+    model_name_lower: str
+
+    def _index(self, app_label: str, state: Any) -> Any:
+        raise NotImplementedError
+
+    def _online(
+        self, app_label: str, schema_editor: Any, state: Any, step: Any, fallback: Any
+    ) -> None:
+        if not _online(schema_editor, self):
+            fallback()
+            return
+        model = state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):  # type: ignore[attr-defined]
+            step(schema_editor, model, self._index(app_label, state))
+
+
+class AddIndexOnline(_OnlineIndexMixin, AddIndex):
     """``AddIndex``, built with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
 
+    def _index(self, app_label: str, state: Any) -> Any:
+        return self.index
+
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if not _online(schema_editor, self):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-            return
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            _drop_invalid_leftover(schema_editor, self.index.name)
-            schema_editor.add_index(model, self.index, concurrently=True)
+        fallback = partial(
+            super().database_forwards, app_label, schema_editor, from_state, to_state
+        )
+        self._online(app_label, schema_editor, to_state, _create, fallback)
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if not _online(schema_editor, self):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-            return
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.remove_index(model, self.index, concurrently=True)
+        fallback = partial(
+            super().database_backwards, app_label, schema_editor, from_state, to_state
+        )
+        self._online(app_label, schema_editor, from_state, _drop, fallback)
 
 
-class RemoveIndexOnline(RemoveIndex):
+class RemoveIndexOnline(_OnlineIndexMixin, RemoveIndex):
     """``RemoveIndex``, dropped with ``DROP INDEX CONCURRENTLY`` on PostgreSQL."""
 
+    def _index(self, app_label: str, state: Any) -> Any:
+        return state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if not _online(schema_editor, self):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-            return
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            index = from_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
-            schema_editor.remove_index(model, index, concurrently=True)
+        fallback = partial(
+            super().database_forwards, app_label, schema_editor, from_state, to_state
+        )
+        self._online(app_label, schema_editor, from_state, _drop, fallback)
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if not _online(schema_editor, self):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-            return
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
-            _drop_invalid_leftover(schema_editor, index.name)
-            schema_editor.add_index(model, index, concurrently=True)
+        fallback = partial(
+            super().database_backwards, app_label, schema_editor, from_state, to_state
+        )
+        self._online(app_label, schema_editor, to_state, _create, fallback)
