@@ -7,6 +7,7 @@ every item; nothing here touches Scrapy.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +20,8 @@ client_logger = logging.getLogger("librdkafka")
 # Batching window. librdkafka batches on its own threads, so a longer window costs the crawl
 # nothing; it only saves produce requests (and broker CPU) at the price of later delivery.
 LINGER_MS = 100
+# Seconds between two servings of delivery reports (``KAFKA_POLL_INTERVAL``).
+POLL_INTERVAL = 0.1
 # Topic states worth waiting out at start-up: a topic being auto-created has no leader yet.
 _TOPIC_NOT_READY = {KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
@@ -39,6 +42,20 @@ def describe(error: BaseException | KafkaError) -> str:
     text = str(error)
     name = type(error).__name__
     return f"{name}: {text}" if text else name
+
+
+def parse_poll_interval(raw: Any) -> float:
+    """``KAFKA_POLL_INTERVAL`` in seconds: a finite number above 0, or ValueError saying so.
+
+    Zero would serve delivery reports on every reactor turn, and a typo must not quietly become
+    the default: both are refused with the value found."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"KAFKA_POLL_INTERVAL must be a number of seconds above 0, got {raw!r}")
+    return value
 
 
 def producer_properties(

@@ -35,7 +35,7 @@ Settings (namespaced, each overridable per spider through ``custom_settings``):
 ``KAFKA_STARTUP_TIMEOUT``    seconds to reach the cluster and the topic when the spider opens.
 ``KAFKA_PRODUCER_CONFIG``    extra librdkafka properties (``compression.type``...), over ours.
 ``KAFKA_CLIENT_LOG_LEVEL``   level of the ``librdkafka`` logger that librdkafka's log goes to.
-``KAFKA_POLL_INTERVAL``      seconds between two servings of delivery reports (0.1).
+``KAFKA_POLL_INTERVAL``      seconds between two servings of delivery reports (0.1; above 0).
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ from twisted.internet import task, threads
 
 from crawler.items import encode_item, stable_id
 from crawler.kafkaclient import (
+    POLL_INTERVAL,
     bootstrap_servers,
     client_logger,
     describe,
+    parse_poll_interval,
     producer_properties,
     wait_for_topic,
 )
@@ -73,9 +75,6 @@ REASON_MISCONFIGURED = "kafka_misconfigured"
 # every in-flight item at once, and one line per item would bury the cause.
 LOG_FIRST_FAILURES = 10
 LOG_EVERY = 100
-# How often delivery reports are served, by default.
-POLL_INTERVAL = 0.1
-
 STAT_SENT = "kafka/items_sent"
 STAT_DELIVERED = "kafka/items_delivered"
 STAT_FAILED = "kafka/items_failed"
@@ -111,7 +110,8 @@ class KafkaPipeline:
         self.delivery_timeout = delivery_timeout
         self.startup_timeout = startup_timeout
         self.producer_config = dict(producer_config)
-        self.poll_interval = poll_interval if poll_interval > 0 else POLL_INTERVAL
+        self.poll_interval = poll_interval
+        self.settings_error = ""  # a setting found invalid, refused when the spider opens
         self.producer: Producer | None = None
         self.topic = ""
         self.headers: list[tuple[str, bytes]] = []
@@ -145,8 +145,14 @@ class KafkaPipeline:
             delivery_timeout=settings.getfloat("KAFKA_DELIVERY_TIMEOUT", 60.0),
             startup_timeout=settings.getfloat("KAFKA_STARTUP_TIMEOUT", 10.0),
             producer_config=settings.getdict("KAFKA_PRODUCER_CONFIG", {}),
-            poll_interval=settings.getfloat("KAFKA_POLL_INTERVAL", POLL_INTERVAL),
         )
+        try:
+            pipeline.poll_interval = parse_poll_interval(
+                settings.get("KAFKA_POLL_INTERVAL", POLL_INTERVAL)
+            )
+        except ValueError as exc:
+            # Reported when the spider opens, as a misconfiguration like any other.
+            pipeline.settings_error = str(exc)
         crawler.signals.connect(pipeline.write_counts, signal=stats_snapshot)
         return pipeline
 
@@ -185,6 +191,8 @@ class KafkaPipeline:
         servers = ",".join(self.servers)
         properties = self.producer_properties()
         try:
+            if self.settings_error:
+                raise ValueError(self.settings_error)
             producer = Producer(properties)
         except (KafkaException, ValueError, TypeError) as exc:
             logger.error(

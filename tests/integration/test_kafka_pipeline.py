@@ -226,3 +226,24 @@ def test_invalid_producer_settings_stop_the_run_with_their_own_reason(run_crawl,
     assert stat(result.output, "finish_reason") == "kafka_misconfigured"
     assert stat(result.output, "crawlfleet/outcome") == "failed"
     assert fresh_demo_site.hits.snapshot() == {}
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "often"])
+def test_a_poll_interval_that_is_not_positive_stops_the_run_as_misconfigured(
+    run_crawl, fresh_demo_site, interval
+):
+    """Zero or a typo was once quietly replaced by the default; now it is refused, by name."""
+    result = run_crawl(
+        "books",
+        args={"start_url": f"{fresh_demo_site.base_url}/catalogue/page-1.html"},
+        settings={
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "KAFKA_POLL_INTERVAL": interval,
+        },
+    )
+    assert f"KAFKA_POLL_INTERVAL must be a number of seconds above 0, got '{interval}'" in (
+        result.output
+    )
+    assert stat(result.output, "finish_reason") == "kafka_misconfigured"
+    assert stat(result.output, "crawlfleet/outcome") == "failed"
+    assert fresh_demo_site.hits.snapshot() == {}

@@ -15,6 +15,7 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.test import get_crawler
 
 from crawler.items import BookItem, encode_item, item_fields
+from crawler.kafkaclient import parse_poll_interval
 from crawler.pipelines.csv import CsvPipeline
 
 
@@ -129,3 +130,14 @@ def test_csv_refuses_an_item_with_fields_outside_the_columns(tmp_path):
     assert crawler.stats.get_value("crawlfleet/csv/items_written") == 2
     rows = (tmp_path / "books" / "job1.csv").read_text().splitlines()
     assert rows == ["title,price", "a,1", ",2"]
+
+
+@pytest.mark.parametrize("raw", [0, -1, "0", "-0.5", "soon", "", None, "nan", "inf"])
+def test_a_poll_interval_that_is_not_a_positive_number_is_refused(raw):
+    with pytest.raises(ValueError, match="KAFKA_POLL_INTERVAL must be a number of seconds above 0"):
+        parse_poll_interval(raw)
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [(0.1, 0.1), ("0.25", 0.25), (2, 2.0)])
+def test_a_positive_poll_interval_is_taken_as_seconds(raw, seconds):
+    assert parse_poll_interval(raw) == seconds
