@@ -12,12 +12,14 @@ adds its counts to the stats whenever someone is about to read them:
   that send no signal, such as Scrapy's periodic log.
 
 Counts only ever add up: a flushed count is never lost, and a count not yet flushed is in
-``pending``.
+``pending``. Components share one buffer per crawler (:meth:`StatsBuffer.of`), so a crawl has one
+flush timer however many of them count.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
@@ -32,6 +34,16 @@ DEFAULT_FLUSH_INTERVAL = 5.0
 
 
 class StatsBuffer:
+    _shared: WeakKeyDictionary[Crawler, StatsBuffer] = WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> StatsBuffer:
+        """The crawler's own buffer, made on first use and shared by all its components."""
+        buffer = cls._shared.get(crawler)
+        if buffer is None:
+            buffer = cls._shared[crawler] = cls(crawler)
+        return buffer
+
     def __init__(self, crawler: Crawler) -> None:
         assert crawler.stats is not None
         self.stats = crawler.stats

@@ -133,7 +133,7 @@ class RotatingUserAgentMiddleware:
                 enabled=enabled,
                 default_user_agent=settings.get("USER_AGENT"),
                 spider_user_agent=spider_user_agent,
-                counters=StatsBuffer(crawler),
+                counters=StatsBuffer.of(crawler),
             )
         except UserAgentConfigError as exc:
             logger.error("User-Agent rotation is misconfigured: %s", exc)

@@ -106,7 +106,7 @@ class FieldCoveragePipeline:
         if not settings.getbool("CRAWLFLEET_FIELD_COVERAGE_ENABLED", True):
             raise NotConfigured("CRAWLFLEET_FIELD_COVERAGE_ENABLED is off")
         return cls(
-            StatsBuffer(crawler),
+            StatsBuffer.of(crawler),
             settings.getint("CRAWLFLEET_FIELD_COVERAGE_MAX_FIELDS", DEFAULT_MAX_FIELDS),
         )
 

@@ -63,7 +63,7 @@ class CsvPipeline:
     def __init__(self, crawler: Crawler, directory: str) -> None:
         self.crawler = crawler
         self.stats = crawler.stats
-        self.counters = StatsBuffer(crawler)  # one count per row: written in batches
+        self.counters = StatsBuffer.of(crawler)  # one count per row: written in batches
         self.directory = Path(directory)
         self.files: dict[str, _CsvFile] = {}
         self.job = ""

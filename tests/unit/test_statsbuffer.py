@@ -51,3 +51,16 @@ def test_the_spider_closing_writes_what_is_left():
     counters.inc("left", 4)
     crawler.signals.send_catch_log(signal=signals.spider_closed, spider=None, reason="finished")
     assert crawler.stats.get_value("left") == 4
+
+
+def test_the_components_of_one_crawler_share_one_buffer():
+    crawler = get_crawler(settings_dict={"CRAWLFLEET_STATS_FLUSH_INTERVAL": 0})
+    other = get_crawler(settings_dict={"CRAWLFLEET_STATS_FLUSH_INTERVAL": 0})
+    crawler.stats.open_spider()
+    shared = StatsBuffer.of(crawler)
+    assert StatsBuffer.of(crawler) is shared
+    assert StatsBuffer.of(other) is not shared
+    StatsBuffer.of(crawler).inc("a")
+    shared.inc("a")
+    send_stats_snapshot(crawler)
+    assert crawler.stats.get_value("a") == 2
