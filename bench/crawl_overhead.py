@@ -129,6 +129,7 @@ def main() -> None:
                 **common,
                 "DOWNLOADER_MIDDLEWARES": "{}",
                 "ITEM_PIPELINES": "{}",
+                "ITEM_PIPELINES_BASE": "{}",
                 "EXTENSIONS": json.dumps({**STOCK_OFF, **CPU_METER}),
             }
             full = {

@@ -74,9 +74,11 @@ ITEM_PIPELINES = {
     "crawler.pipelines.validation.ValidationPipeline": 100,
     "crawler.pipelines.csv.CsvPipeline": 800,
     "crawler.pipelines.kafka.KafkaPipeline": 900,
-    # Counts the fields of the items every pipeline above let through: keep it last.
-    "crawler.pipelines.coverage.FieldCoveragePipeline": 1000,
 }
+# Counts the fields of the items every pipeline let through, for the field-coverage monitors:
+# last, and in the base so that a spider replacing ITEM_PIPELINES keeps it (Scrapy merges the
+# two; a spider opts out with {"crawler.pipelines.coverage.FieldCoveragePipeline": None}).
+ITEM_PIPELINES_BASE = {"crawler.pipelines.coverage.FieldCoveragePipeline": 1000}
 # CSV: one file per job under this directory ('' disables the pipeline).
 CRAWLFLEET_CSV_DIR = env("CRAWLFLEET_CSV_DIR", "output")
 # Kafka: off unless bootstrap servers are configured.

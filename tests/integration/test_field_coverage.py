@@ -125,3 +125,18 @@ def test_a_stalled_site_keeps_the_crawl_alive_without_growth(run_crawl, site, si
             "response_received_count", 0
         )
     assert site.details_served == 30
+
+
+def test_a_spider_with_its_own_pipelines_keeps_field_coverage(run_crawl, site, sink):
+    """Coverage sits in ITEM_PIPELINES_BASE: replacing the project's pipelines keeps it."""
+    site.config = replace(site.config, blank_fields=frozenset({"price"}))
+    crawl_books(run_crawl, site, sink, ITEM_PIPELINES="{}")
+
+    stats = sink.final_stats()
+    # Validation is gone with the project's pipelines, so items without a price pass ...
+    assert "crawlfleet/items_invalid" not in stats
+    assert stats["item_scraped_count"] == BOOKS
+    # ... and coverage still counts them, and sees the empty field.
+    assert stats["crawlfleet/fields_seen"] == BOOKS
+    assert coverage(stats)["upc"] == BOOKS
+    assert coverage(stats)["price"] == 0
