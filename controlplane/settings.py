@@ -180,6 +180,8 @@ CRAWLFLEET_SCHEDULER_TICK = _env_float("CRAWLFLEET_SCHEDULER_TICK", 1.0)
 CRAWLFLEET_SCHEDULER_SYNC = _env_float("CRAWLFLEET_SCHEDULER_SYNC", 2.0)
 # Sender threads for schedule.json calls; each keeps a keep-alive connection per node.
 CRAWLFLEET_DISPATCH_WORKERS = int(os.environ.get("CRAWLFLEET_DISPATCH_WORKERS", 16))
+# Most jobs sent to one crawlfleet node in one schedulebatch.json (1: one schedule.json each).
+CRAWLFLEET_DISPATCH_BATCH = int(os.environ.get("CRAWLFLEET_DISPATCH_BATCH", 100))
 # How often the poller reads every node's job lists and health, in seconds.
 CRAWLFLEET_POLL_INTERVAL = _env_float("CRAWLFLEET_POLL_INTERVAL", 5.0)
 # Timeout of one HTTP call to a Scrapyd node; a dead node never stalls more than this.

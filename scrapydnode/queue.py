@@ -19,3 +19,10 @@ class WalSpiderQueue(SqliteSpiderQueue):
         super().__init__(config, project, table)
         self.q.conn.execute("PRAGMA journal_mode=WAL")
         self.q.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def add_many(self, messages: list[tuple[float, dict[str, Any]]]) -> None:
+        """Queue (priority, message) pairs in one transaction: all of them, or none."""
+        q = self.q
+        rows = [(priority, q.encode(message)) for priority, message in messages]
+        with q.conn:
+            q.conn.executemany(f"INSERT INTO {q.table} (priority, message) VALUES (?, ?)", rows)

@@ -1,7 +1,8 @@
 """The dispatcher: planned jobs sent to their nodes, and what the nodes answered recorded.
 
 Sends run on long-lived threads, each keeping one keep-alive connection per node, and never
-touch the database. As soon as every send to one node is answered, the outcomes are written in
+touch the database. A crawlfleet node takes each planned batch's jobs for it in one
+``schedulebatch.json``; a node without it (stock Scrapyd) gets one ``schedule.json`` per job. As soon as every send to one node is answered, the outcomes are written in
 one batch: accepted jobs become ``pending``; refused ones are queued again for another node;
 unanswered ones stay ``dispatching`` for the poller to reconcile.
 """
@@ -24,7 +25,14 @@ from django.utils import timezone
 from controlplane.jobs.models import Job
 from controlplane.jobs.placement import REFUSAL_DELAY, WRITE_LOCK, Placement, plan, update_each
 from controlplane.lib import scrapyd
-from controlplane.lib.scrapyd import ScheduleConnection, ScrapydError
+from controlplane.lib.scheduleconnection import (
+    MAX_BATCH,
+    BatchSupport,
+    BatchUnsupported,
+    ScheduleConnection,
+    batch_entry,
+)
+from controlplane.lib.scrapyd import ScrapydError
 from controlplane.nodes.models import Node
 from controlplane.telemetry.histograms import FIRE_TO_DISPATCH
 
@@ -82,13 +90,26 @@ def _connection_to(node: Node) -> ScheduleConnection:
     return connection
 
 
-def schedule_form(job: Job, report_token: str) -> list[tuple[str, str]]:
-    """The job's schedule.json form, with the settings that let its spider report to us."""
+def _call(job: Job, report_token: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The job's spider arguments and settings, with those that let its spider report to us."""
     args = dict(job.args)
     if job.run.crawl_id and "crawl_id" not in args:
         args["crawl_id"] = job.run.crawl_id
-    job_settings = {**job.settings, **report_settings(job, report_token)}
+    return args, {**job.settings, **report_settings(job, report_token)}
+
+
+def schedule_form(job: Job, report_token: str) -> list[tuple[str, str]]:
+    """The job's schedule.json form."""
+    args, job_settings = _call(job, report_token)
     return scrapyd.schedule_form(
+        job.project.name, job.spider, job.version.version, job.scrapyd_job_id, job_settings, args
+    )
+
+
+def schedule_entry(job: Job, report_token: str) -> dict[str, object]:
+    """The job's entry in a schedulebatch.json body: the same call as its form."""
+    args, job_settings = _call(job, report_token)
+    return batch_entry(
         job.project.name, job.spider, job.version.version, job.scrapyd_job_id, job_settings, args
     )
 
@@ -102,6 +123,35 @@ def send(placement: Placement) -> SendResult:
         outcome = "unconfirmed" if exc.unreachable else "refused"
         return SendResult(placement, outcome, timezone.now(), str(exc))
     return SendResult(placement, "accepted", timezone.now())
+
+
+def send_one(placements: list[Placement]) -> list[SendResult]:
+    return [send(placement) for placement in placements]
+
+
+#: Nodes found without schedulebatch.json, asked again after a while (they may be upgraded).
+BATCH_SUPPORT = BatchSupport()
+
+
+def send_batch(placements: list[Placement]) -> list[SendResult]:
+    """schedulebatch.json with jobs for one node; no database access (runs on sender threads)."""
+    node = placements[0].node
+    jobs = [schedule_entry(p.job, p.report_token) for p in placements]
+    try:
+        answers = _connection_to(node).schedule_batch(jobs)
+    except BatchUnsupported:
+        BATCH_SUPPORT.mark_unsupported(node.url)
+        logger.info("node %s has no batch scheduling: one schedule.json per job", node.name)
+        return send_one(placements)
+    except ScrapydError as exc:
+        outcome = "unconfirmed" if exc.unreachable else "refused"
+        at = timezone.now()
+        return [SendResult(p, outcome, at, str(exc)) for p in placements]
+    at = timezone.now()
+    return [
+        SendResult(p, "refused" if answer.error else "accepted", at, answer.error)
+        for p, answer in zip(placements, answers, strict=True)
+    ]
 
 
 def record(results: list[SendResult]) -> None:
@@ -166,7 +216,7 @@ class Sends:
         self.on_answer = on_answer
         self._lock = threading.Lock()
         self._batches = 0
-        self._groups: dict[tuple[int, int], list[Future[SendResult]]] = {}
+        self._groups: dict[tuple[int, int], list[Future[list[SendResult]]]] = {}
         self._pending = 0
         # Since the senders were last idle: when the first of these jobs was handed over, and
         # how many were sent and accepted (for one log line per burst).
@@ -180,27 +230,37 @@ class Sends:
 
     def submit(self, placements: list[Placement]) -> None:
         pool = _send_pool()
+        by_node: dict[int, list[Placement]] = defaultdict(list)
+        for placement in placements:
+            by_node[placement.node.pk].append(placement)
+        size = min(django_settings.CRAWLFLEET_DISPATCH_BATCH, MAX_BATCH)
         with self._lock:
             self._batches += 1
             if not self._pending:
                 self._since, self._sent, self._accepted = time.monotonic(), 0, 0
             self._pending += len(placements)
             self._sent += len(placements)
-            for placement in placements:
-                future = pool.submit(send, placement)
-                if self.on_answer is not None:
-                    future.add_done_callback(lambda _: self.on_answer())
-                key = (self._batches, placement.node.pk)
-                self._groups.setdefault(key, []).append(future)
+            for node_pk, group in by_node.items():
+                if size > 1 and BATCH_SUPPORT.worth_trying(group[0].node.url):
+                    calls = [(send_batch, group[i : i + size]) for i in range(0, len(group), size)]
+                else:
+                    calls = [(send_one, [placement]) for placement in group]
+                futures = self._groups.setdefault((self._batches, node_pk), [])
+                for sender, part in calls:
+                    future = pool.submit(sender, part)
+                    if self.on_answer is not None:
+                        future.add_done_callback(lambda _: self.on_answer())
+                    futures.append(future)
 
     def record_answered(self) -> int:
         """Record each fully answered group; returns how many jobs the nodes accepted."""
         with self._lock:
             ready = [k for k, futures in self._groups.items() if all(f.done() for f in futures)]
             groups = [(key, self._groups.pop(key)) for key in ready]
-        accepted = 0
+        accepted = answered = 0
         for key, futures in groups:
-            results = [f.result() for f in futures]
+            results = [result for future in futures for result in future.result()]
+            answered += len(results)
             accepted += sum(r.outcome == "accepted" for r in results)
             try:
                 record(results)
@@ -208,7 +268,7 @@ class Sends:
                 # The jobs stay dispatching; the poller finds them on the node (or not).
                 logger.exception("could not record dispatch outcomes for node %s", key[1])
         with self._lock:
-            self._pending -= sum(len(futures) for _, futures in groups)
+            self._pending -= answered
             self._accepted += accepted
             if groups and not self._pending:
                 logger.info(

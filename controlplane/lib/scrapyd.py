@@ -7,14 +7,11 @@ Timeouts are always bounded: one dead node must not stall a loop over the fleet.
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import os
-import select
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -331,58 +328,3 @@ class ScrapydClient:
         if response.status_code == 200:  # a server that ignores ranges: cut the answer
             return ByteRange(response.content[start : end + 1], start, size)
         raise ScrapydError(f"{url} answered HTTP {response.status_code}")
-
-
-class ScheduleConnection:
-    """A keep-alive HTTP connection to one node, for ``schedule.json`` only.
-
-    The hot path of a dispatch burst: plain ``http.client`` costs about a third of the CPU per
-    call of a ``requests`` session, which matters when hundreds of jobs go out at once. Answers
-    are read by :func:`read_answer`, exactly as :class:`ScrapydClient` reads them. One instance
-    belongs to one thread.
-    """
-
-    def __init__(self, url: str, username: str, password: str, timeout: float) -> None:
-        parts = urlsplit(url)
-        self.url = url
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port
-        self.endpoint = parts.path.rstrip("/") + "/schedule.json"
-        self.timeout = timeout
-        self.headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        if username:
-            credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {credentials}"
-        self._connection: http.client.HTTPConnection | None = None
-
-    def _open(self) -> http.client.HTTPConnection:
-        connection = self._connection
-        if connection is not None and connection.sock is not None:
-            # The node closed an idle connection: reconnect before sending, never after.
-            readable, _, _ = select.select([connection.sock], [], [], 0)
-            if readable:
-                connection.close()
-                connection = None
-        if connection is None:
-            factory = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            connection = factory(self.host, self.port, timeout=self.timeout)
-            self._connection = connection
-        return connection
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def schedule(self, form: list[tuple[str, str]]) -> str:
-        """POST schedule.json; the job id, or ScrapydError (``unreachable`` if no answer)."""
-        try:
-            connection = self._open()
-            connection.request("POST", self.endpoint, urlencode(form), self.headers)
-            response = connection.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise ScrapydError(f"{self.url} unreachable: {exc}", unreachable=True) from exc
-        return str(read_answer(self.url, "schedule.json", response.status, body).get("jobid", ""))

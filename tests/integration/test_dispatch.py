@@ -25,7 +25,7 @@ from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
 from controlplane.jobs.runs import create_run
 from controlplane.lib.procutil import free_port
-from controlplane.lib.scrapyd import ScheduleConnection
+from controlplane.lib.scheduleconnection import ScheduleConnection
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import Task, TaskRun
 from tests.fixtures import fleet as fleet_kit
