@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -176,6 +177,11 @@ LOGGING = {
 CRAWLFLEET_PUBLIC_URL = os.environ.get("CRAWLFLEET_PUBLIC_URL", "http://127.0.0.1:8000")
 # How often the scheduler looks for due fires and queued jobs, in seconds.
 CRAWLFLEET_SCHEDULER_TICK = _env_float("CRAWLFLEET_SCHEDULER_TICK", 1.0)
+# Seconds ahead of a fire that the scheduler records it and plans its jobs, which are then held
+# until the fire time: a burst's jobs reach their nodes at the fire, not after its recording.
+CRAWLFLEET_FIRE_LEAD = _env_float("CRAWLFLEET_FIRE_LEAD", 2.0)
+if not 0.0 <= CRAWLFLEET_FIRE_LEAD <= 30.0:
+    raise ImproperlyConfigured("CRAWLFLEET_FIRE_LEAD must be between 0 and 30 seconds")
 # Seconds between reloads of the task table by each scheduler.
 CRAWLFLEET_SCHEDULER_SYNC = _env_float("CRAWLFLEET_SCHEDULER_SYNC", 2.0)
 # Sender threads for schedule.json calls; each keeps a keep-alive connection per node.

@@ -203,6 +203,47 @@ def observe_fire_to_dispatch(jobs: list[Job]) -> None:
         FIRE_TO_DISPATCH.observe_many(values, trigger=trigger)
 
 
+def _due_groups(placements: list[Placement]) -> list[tuple[float, list[Placement]]]:
+    """The placements by when each may be sent (its job's ``not_before``, as a Unix time; 0 for
+    now), soonest first: jobs planned ahead of their fire wait for it."""
+    groups: dict[float, list[Placement]] = defaultdict(list)
+    for placement in placements:
+        not_before = placement.job.not_before
+        groups[not_before.timestamp() if not_before is not None else 0.0].append(placement)
+    return sorted(groups.items(), key=lambda item: item[0])
+
+
+def _submit_at(
+    pool: ThreadPoolExecutor,
+    due: float,
+    sender: Callable[[list[Placement]], list[SendResult]],
+    placements: list[Placement],
+) -> Future[list[SendResult]]:
+    """``sender(placements)`` on the pool at Unix time ``due``; a timer holds it until then, so
+    held sends never occupy a sender thread that due ones could use."""
+    delay = due - time.time()
+    if delay <= 0:
+        return pool.submit(sender, placements)
+    held: Future[list[SendResult]] = Future()
+
+    def release() -> None:
+        sent = pool.submit(sender, placements)
+        sent.add_done_callback(lambda done: _settle(held, done))
+
+    timer = threading.Timer(delay, release)
+    timer.daemon = True
+    timer.start()
+    return held
+
+
+def _settle(held: Future[list[SendResult]], done: Future[list[SendResult]]) -> None:
+    error = done.exception()
+    if error is not None:
+        held.set_exception(error)
+    else:
+        held.set_result(done.result())
+
+
 class Sends:
     """Sends in flight, and the recording of their outcomes, for callers that go on planning.
 
@@ -241,16 +282,19 @@ class Sends:
             self._pending += len(placements)
             self._sent += len(placements)
             for node_pk, group in by_node.items():
-                if size > 1 and BATCH_SUPPORT.worth_trying(group[0].node.url):
-                    calls = [(send_batch, group[i : i + size]) for i in range(0, len(group), size)]
-                else:
-                    calls = [(send_one, [placement]) for placement in group]
                 futures = self._groups.setdefault((self._batches, node_pk), [])
-                for sender, part in calls:
-                    future = pool.submit(sender, part)
-                    if self.on_answer is not None:
-                        future.add_done_callback(lambda _: self.on_answer())
-                    futures.append(future)
+                for due, part in _due_groups(group):
+                    if size > 1 and BATCH_SUPPORT.worth_trying(part[0].node.url):
+                        calls = [
+                            (send_batch, part[i : i + size]) for i in range(0, len(part), size)
+                        ]
+                    else:
+                        calls = [(send_one, [placement]) for placement in part]
+                    for sender, jobs in calls:
+                        future = _submit_at(pool, due, sender, jobs)
+                        if self.on_answer is not None:
+                            future.add_done_callback(lambda _: self.on_answer())
+                        futures.append(future)
 
     def record_answered(self) -> int:
         """Record each fully answered group; returns how many jobs the nodes accepted."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -283,14 +284,15 @@ def plan(limit: int = 1000) -> list[Placement]:
     from controlplane.jobs.planner import Planner, note_idle_fleet
 
     now = timezone.now()
-    if not _due(now).exists():
+    horizon = now + timedelta(seconds=settings.CRAWLFLEET_FIRE_LEAD)
+    if not _due(horizon).exists():
         return []  # the usual idle tick: a read, without taking the write lock
     with WRITE_LOCK, transaction.atomic():
         fleet = _fleet()
         if fleet is None or fleet.free <= 0:
             note_idle_fleet(now, fleet)
             return []
-        planner = Planner(now, fleet, limit)
+        planner = Planner(now, fleet, limit, horizon)
         placements = planner.run()
         planner.note_reasons()
         return _claim(placements, now)

@@ -40,8 +40,12 @@ MAX_OFFERS = 5000
 
 
 class Planner:
-    def __init__(self, now: datetime, fleet: _Fleet, limit: int) -> None:
+    def __init__(
+        self, now: datetime, fleet: _Fleet, limit: int, horizon: datetime | None = None
+    ) -> None:
         self.now = now
+        # Jobs due by then are planned now; their senders hold them until due (not_before).
+        self.horizon = horizon or now
         self.fleet = fleet
         self.limit = limit
         self.limits = queueorder.Limits.load()
@@ -59,7 +63,7 @@ class Planner:
     # --- the pass ----------------------------------------------------------------------------
     def run(self) -> list[Placement]:
         project_ids = list(
-            _due(self.now).order_by().values_list("project_id", flat=True).distinct()
+            _due(self.horizon).order_by().values_list("project_id", flat=True).distinct()
         )
         queues: dict[int, Iterator[Job]] = {}
         for project_id in project_ids:
@@ -79,7 +83,7 @@ class Planner:
         chunk = min(PLAN_CHUNK, max(50, self.fleet.free + 10))
         while True:
             due = (
-                _due(self.now)
+                _due(self.horizon)
                 .filter(project_id=project_id)
                 .select_related("run__task", "project", "version")
                 .defer("version__egg")
@@ -192,11 +196,11 @@ class Planner:
             *((Q(project_id=pk), text) for pk, text in self.capped_projects.items()),
         ]
         for where, text in groups:
-            _note(_due(self.now).filter(where).exclude(pk__in=noted), text)
+            _note(_due(self.horizon).filter(where).exclude(pk__in=noted), text)
         if self.fleet.free > 0:
             return
         # Slots ran out: the jobs not reached wait for them.
-        rest = _due(self.now).exclude(pk__in=noted + [p.job.pk for p in self.placements])
+        rest = _due(self.horizon).exclude(pk__in=noted + [p.job.pk for p in self.placements])
         for where, _ in groups:
             rest = rest.exclude(where)
         _note(rest, queueorder.FLEET_FULL.format(slots=self.fleet.capacity))

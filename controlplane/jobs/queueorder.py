@@ -149,6 +149,8 @@ def waiting_text(job: Job, *, position: bool = False, now: datetime | None = Non
     if job.cancel_requested:
         return "cancelling"
     if job.not_before is not None and job.not_before > now:
+        if job.attempt == 1 and job.run.scheduled_for == job.not_before:
+            return f"due at {timezone.localtime(job.not_before):%H:%M:%S}"  # recorded ahead
         return backoff_text(job.not_before)
     text = job.waiting_reason or NOT_PLANNED
     if position and text.startswith(FLEET_FULL.split("{", 1)[0]) and job.queue_rank is not None:

@@ -163,13 +163,15 @@ def _tasks_with_active_runs(tasks: Iterable[Task]) -> set[int]:
     )
 
 
-def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
+def record_fires(fires: Sequence[Fire], now: datetime | None = None) -> list[TaskRun]:
     """Record many cron fires at once; returns the runs this call created.
 
     One insert of the runs that skips every fire already recorded (another replica won it, or
     this one crashed after inserting: the unique (task, scheduled_for) constraint refuses it, and
-    ``ON CONFLICT DO NOTHING`` leaves it alone), then one insert of the new runs' jobs.
+    ``ON CONFLICT DO NOTHING`` leaves it alone), then one insert of the new runs' jobs. The jobs
+    of a fire after ``now`` (recorded ahead of time) are not due before it (``not_before``).
     """
+    now = now or timezone.now()
     if not fires:
         return []
     ordered = sorted(fires, key=lambda f: (f.task.pk, f.scheduled_for))
@@ -197,6 +199,9 @@ def record_fires(fires: Sequence[Fire]) -> list[TaskRun]:
             if version is not None and id(run) in mine
             for job in _jobs_for(run, task, version)
         ]
+        for job in jobs:
+            if job.run.scheduled_for > now:
+                job.not_before = job.run.scheduled_for
         insert_all(Job, jobs)
     return [run for run, _, _ in prepared if id(run) in mine]
 

@@ -26,8 +26,12 @@ def record_chunk(
     task_ids: list[int],
     now: datetime,
     next_fires: dict[tuple[str, str, datetime], datetime | None],
+    horizon: datetime | None = None,
 ) -> tuple[list[TaskRun], list[FirePlan]]:
     """Record one chunk of due tasks' fires in one transaction and move their bookmarks.
+
+    Fires up to ``horizon`` (``now`` by default) are recorded: those after ``now`` ahead of
+    time, their jobs held until the fire (``Job.not_before``), so they reach their nodes on time.
 
     A racing replica's insert of the same fire fails on the unique (task, scheduled_for)
     constraint, and a bookmark moves only from the value read (``WHERE fired_through = old``),
@@ -37,6 +41,7 @@ def record_chunk(
     plans: list[FirePlan] = []
     advances: dict[tuple[datetime | None, datetime], list[int]] = defaultdict(list)
     handled: list[tuple[TaskSchedule, datetime, datetime | None]] = []
+    horizon = now if horizon is None else max(now, horizon)
     with placement.WRITE_LOCK, transaction.atomic():
         tasks = (
             Task.objects.filter(pk__in=task_ids, enabled=True)
@@ -63,16 +68,16 @@ def record_chunk(
                         schedule.next_fire.astimezone(UTC) + ONE_MICROSECOND
                     )
                 following = next_fires[key]
-                if following is None or following > now:
-                    known = [schedule.next_fire] if schedule.next_fire <= now else []
-            plan = plan_fires(trigger, start, now, task.misfire_grace, times=known)
+                if following is None or following > horizon:
+                    known = [schedule.next_fire] if schedule.next_fire <= horizon else []
+            plan = plan_fires(trigger, start, now, task.misfire_grace, times=known, horizon=horizon)
             if plan.newest is None:
                 continue
             plans.append(plan)
             fires += [Fire(task, at, reason) for at, reason in plan.fires]
             advances[(task.fired_through, plan.newest)].append(task.pk)
             handled.append((schedule, plan.newest, following if known is not None else None))
-        created = record_fires(fires)
+        created = record_fires(fires, now)
         report_missed(created)
         for (old, new), ids in advances.items():
             bookmark = Task.objects.filter(pk__in=ids)

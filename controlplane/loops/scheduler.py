@@ -13,6 +13,9 @@ restarts agree:
   task are recorded in one transaction (:func:`~controlplane.loops.firerecording.record_chunk`): the
   unique (task, scheduled_for) constraint makes a racing replica's insert fail, so a fire is
   recorded once. The bookmark then moves with a conditional update (``WHERE fired_through = old``).
+* Fires are recorded ``CRAWLFLEET_FIRE_LEAD`` seconds ahead; their jobs are planned as soon as
+  they are recorded and held by the senders until the fire time (``Job.not_before``), so a burst
+  of hundreds of fires reaches its nodes at the fire time rather than after its recording.
 * A fire later than the task's ``misfire_grace`` is recorded as missed. After an outage only the
   newest few fires within the grace run; older ones are recorded as missed, at most a bounded
   number per task (:mod:`controlplane.scheduling.fireplan`), so a per-second task down for a week costs nothing.
@@ -36,7 +39,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.conf import settings
@@ -76,6 +79,7 @@ class Scheduler:
         name: str = "",
     ) -> None:
         self.tick = tick if tick is not None else settings.CRAWLFLEET_SCHEDULER_TICK
+        self.lead = settings.CRAWLFLEET_FIRE_LEAD
         self.sync_interval = (
             settings.CRAWLFLEET_SCHEDULER_SYNC if sync_interval is None else sync_interval
         )
@@ -136,7 +140,9 @@ class Scheduler:
     def _sleep(self, next_sync: float) -> float:
         """Seconds until the next sync or the earliest next fire of any task."""
         fires = [s.next_fire for s in self.schedules.values() if s.next_fire is not None]
-        until_fire = (min(fires) - timezone.now()).total_seconds() if fires else float("inf")
+        until_fire = (
+            (min(fires) - timezone.now()).total_seconds() - self.lead if fires else float("inf")
+        )
         return max(0.0, min(next_sync - time.monotonic(), until_fire))
 
     def _shutdown(self) -> None:
@@ -230,9 +236,13 @@ class Scheduler:
 
     # --- fires -----------------------------------------------------------------------------------
     def fire_due(self, now: datetime | None = None) -> int:
-        """Record the due fires of every task; returns how many runs were created."""
+        """Record the due fires of every task, and those due within the lead; returns how many
+        runs were created."""
         now = now or timezone.now()
-        due = [s for s in self.schedules.values() if s.next_fire is not None and s.next_fire <= now]
+        horizon = now + timedelta(seconds=self.lead)
+        due = [
+            s for s in self.schedules.values() if s.next_fire is not None and s.next_fire <= horizon
+        ]
         if not due:
             return 0
         started = time.monotonic()
@@ -253,7 +263,7 @@ class Scheduler:
                 chunk = due[offset : offset + size]
                 offset, size = offset + size, FIRE_CHUNK
                 done, chunk_plans = record_chunk(
-                    self.schedules, sorted(s.task_id for s in chunk), now, following
+                    self.schedules, sorted(s.task_id for s in chunk), now, following, horizon
                 )
                 created += done
                 plans += chunk_plans

@@ -10,6 +10,8 @@ from controlplane.scheduling import cron
 
 # After an outage, at most this many late fires (within misfire_grace) of a task run.
 MAX_LATE_RUNS = 3
+# Fires recorded ahead in one go at most: a lead of up to 30 s of a per-second task.
+MAX_AHEAD = 64
 # At most this many fires a task missed are recorded; older ones are only counted in the log.
 MAX_MISSED_RECORDS = 100
 
@@ -38,18 +40,22 @@ def plan_fires(
     now: datetime,
     grace_seconds: float,
     times: list[datetime] | None = None,
+    horizon: datetime | None = None,
 ) -> FirePlan:
-    """Fires in (start, now]: the newest few within the grace run, the rest are missed.
+    """Fires in (start, horizon]: the newest few of those up to ``now`` within the grace run,
+    the rest of those are missed, and every fire after ``now`` (recorded ahead) runs.
 
-    ``times``: those fires, when the caller already knows them.
+    ``horizon`` defaults to ``now``; ``times``: those fires, when the caller already knows them.
     """
+    horizon = now if horizon is None else max(now, horizon)
     if times is None:
         times = cron.newest_fire_times(trigger, start, now, MAX_LATE_RUNS + MAX_MISSED_RECORDS)
+        times += cron.newest_fire_times(trigger, max(start, now), horizon, MAX_AHEAD)
     if not times:
         return FirePlan([], None)
     cutoff = now - timedelta(seconds=grace_seconds)
-    late = [t for t in times if t > cutoff]
-    run = set(late[-MAX_LATE_RUNS:])
+    late = [t for t in times if cutoff < t <= now]
+    run = set(late[-MAX_LATE_RUNS:]) | {t for t in times if t > now}
     fires = []
     for at in times:
         if at in run:
