@@ -89,7 +89,7 @@ def queue_message(entry: dict[str, Any]) -> tuple[str, str, float, dict[str, Any
     args = _string_map(entry.get("args"), "args")
     reserved = sorted(k for k in args if k.startswith("_") or k in RESERVED_ARGS)
     if reserved:
-        raise ValueError(f"argument(s) {', '.join(reserved)} are reserved by Scrapyd")
+        raise ValueError(f"reserved by Scrapyd, not spider arguments: {', '.join(reserved)}")
     message: dict[str, Any] = dict(args)
     if version is not None:
         message["_version"] = version

@@ -40,3 +40,20 @@ def test_plan_fires_with_nothing_due():
     plan = plan_fires(cron.parse("0 0 1 1 *"), utc(2025, 1, 2), utc(2025, 6, 1), 60)
     assert plan.fires == []
     assert plan.newest is None
+
+
+def test_fires_within_the_horizon_are_recorded_ahead_and_all_run():
+    trigger = cron.parse("* * * * * *")
+    now = utc(2025, 1, 8, 12, 0, 0)
+    plain = plan_fires(trigger, now - timedelta(days=7), now, grace_seconds=60)
+    ahead = plan_fires(
+        trigger, now - timedelta(days=7), now, grace_seconds=60, horizon=now + timedelta(seconds=5)
+    )
+    # The same past fires run or are missed as without a horizon; the next five all run.
+    assert ahead.missed == plain.missed
+    assert ahead.to_run == plain.to_run + [now + timedelta(seconds=s) for s in range(1, 6)]
+    assert ahead.newest == now + timedelta(seconds=5)
+    # Nothing due yet: only the fires ahead.
+    soon = plan_fires(trigger, now, now, grace_seconds=60, horizon=now + timedelta(seconds=2))
+    assert soon.to_run == [now + timedelta(seconds=1), now + timedelta(seconds=2)]
+    assert soon.missed == []
