@@ -4,6 +4,7 @@
     .venv/bin/python bench/dispatch.py --projects 5    # priorities, shares and caps enabled
     .venv/bin/python bench/dispatch.py --tasks 2000    # a bigger burst
     .venv/bin/python bench/dispatch.py --replicas 2    # two scheduler processes, one database
+    .venv/bin/python bench/dispatch.py --lead 0        # fires recorded and sent once due
 
 With ``--projects N`` the tasks are spread over N projects with share weights 1..N, mixed
 priorities (-50..50), a cap per task and per project, and a fleet that holds half the burst: the
@@ -20,7 +21,11 @@ of the same size, ``schedule.json`` sent by the control plane's own sender code 
 ``CRAWLFLEET_DISPATCH_WORKERS`` threads, one keep-alive connection per thread and node), each
 call timed from the start of that burst to its answer. That is what the nodes and the HTTP calls
 cost with no database, no fire and no planning; the scheduler's figures are also given as a
-multiple of it. (Also printed: one call at a time per node, the nodes' own cost per call.)
+multiple of it. (Also printed: one call at a time per node, the nodes' own cost per call, and
+the nodes alone taking the burst as ``schedulebatch.json`` batches, as the dispatcher sends it.)
+
+The schedulers record fires ``CRAWLFLEET_FIRE_LEAD`` seconds ahead and hold their jobs until
+the fire; ``--lead 0`` measures the code path without that, in the same run's conditions.
 
 Reported per round: time from the scheduled fire to the TaskRun being recorded, and to Scrapyd
 answering schedule.json with the job id (``dispatched_at`` is when the node answered), as p50/p99/
@@ -452,9 +457,9 @@ def run_round(round_number, args, projects, rows, nodes, schedulers, timezone, f
             f"  x the nodes alone         p50 {percentile(accepted, 0.5) / floor[0]:7.1f}x     "
             f"p99 {percentile(accepted, 0.99) / floor[1]:7.1f}x"
         )
-        # From the first run recorded to the last job accepted; runs recorded ahead of time
-        # count from the fire instead, as their jobs are held until then on purpose.
-        burst = max(accepted) - max(0.0, min(min(recorded), min(accepted)))
+        # From the first run recorded to the last job accepted: with a lead, that includes
+        # the hold until the fire, so it is the rate of the burst, not the scheduler's speed.
+        burst = max(accepted) - min(min(recorded), min(accepted))
         print(f"  jobs per second           {len(accepted) / max(burst, 1e-6):7.0f}")
 
     # Checks: once each, nothing missed, each job on exactly its node and nowhere else.

@@ -21,8 +21,9 @@ habit of keeping stats in extensions, as ``CoreStats`` does): Scrapy 2.19 runs e
 that signal as an asyncio task of its own, gathered per item, which cost more than everything
 else this stack does per item (bench/crawl_instructions.py counted a sixth of the stack's
 instructions per page in it). As the last pipeline (order 1000, after every sink, in
-``ITEM_PIPELINES_BASE`` so that a spider setting its own ``ITEM_PIPELINES`` keeps it) it sees exactly the items that went through every other pipeline without being dropped,
-the ones ``item_scraped`` would name, so at the end ``fields_seen`` equals
+``ITEM_PIPELINES_BASE`` so that a spider setting its own ``ITEM_PIPELINES`` keeps it) it sees
+exactly the items that went through every other pipeline without being dropped, the ones
+``item_scraped`` would name, so at the end ``fields_seen`` equals
 ``item_scraped_count`` and the counts describe the items the crawl delivered (validated and
 cleaned; dropped items count in ``crawlfleet/items_invalid`` instead). Keep it last: an item a
 pipeline after it drops would still be counted here.
