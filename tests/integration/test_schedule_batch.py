@@ -20,7 +20,7 @@ from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs.models import Job
 from controlplane.lib.procutil import free_port
 from controlplane.lib.scheduleconnection import BatchUnsupported, ScheduleConnection
-from controlplane.lib.scrapyd import ScrapydClient
+from controlplane.lib.scrapyd import ScrapydClient, ScrapydError
 from tests.fixtures.common import VENV_BIN
 from tests.fixtures.fleet import register_fleet, start_idle_nodes
 from tests.fixtures.jobs import create_adhoc_run
@@ -165,9 +165,10 @@ def test_a_body_that_is_not_a_batch_is_refused_whole(idle_node, crawler_egg, bod
 
 def test_the_client_tells_a_node_without_batches_apart(stock_scrapyd, idle_node, crawler_egg):
     stock = ScheduleConnection(stock_scrapyd.url, "", "", timeout=10)
+    before = pending_ids(stock_scrapyd)
     with pytest.raises(BatchUnsupported):
         stock.schedule_batch([entry(crawler_egg)])
-    assert stock_scrapyd.listjobs()["pending"] == []
+    assert pending_ids(stock_scrapyd) == before  # nothing queued
     ours = ScheduleConnection(idle_node.url, "", "", timeout=10)
     good, bad = entry(crawler_egg), entry(crawler_egg, spider="nope")
     answers = ours.schedule_batch([good, bad])
@@ -206,3 +207,29 @@ def test_the_dispatcher_sends_one_by_one_to_a_stock_scrapyd(
     placed = {Job.objects.get(pk=j.pk).node_id for j in more}
     assert placed == {fleet.rows[1].pk}  # the stock node is full (3 of 3)
     assert {j.scrapyd_job_id for j in more} <= pending_ids(idle_node)
+
+
+def test_a_batch_to_a_node_with_basic_auth_needs_its_credentials(tmp_path, crawler_egg):
+    port = free_port()
+    directory = tmp_path / "authnode"
+    argv = [str(VENV_BIN / "crawlfleet"), "node", f"--port={port}", f"--dir={directory}"]
+    argv += ["--bind=127.0.0.1", "--name=authnode", "--poll-interval=3600"]
+    credentials = {"SCRAPYD_USERNAME": "ci", "SCRAPYD_PASSWORD": "s3cret"}
+    node = ScrapydNode("authnode", port, directory, argv, credentials)
+    node.session.auth = ("ci", "s3cret")
+    node.start()
+    try:
+        client = ScrapydClient(node.url, "ci", "s3cret", timeout=60)
+        client.addversion(crawler_egg.project, crawler_egg.version, crawler_egg.data)
+        job = entry(crawler_egg)
+        stranger = ScheduleConnection(node.url, "", "", timeout=10)
+        with pytest.raises(ScrapydError, match=r"refused our credentials \(401\)") as refused:
+            stranger.schedule_batch([job])
+        assert not refused.value.unreachable  # a refusal: the job goes back to the queue
+        assert node.listjobs()["pending"] == []
+        [answer] = ScheduleConnection(node.url, "ci", "s3cret", timeout=10).schedule_batch([job])
+        assert answer.error == ""
+        assert pending_ids(node) == {job["jobid"]}
+    finally:
+        node.stop()
+        node.session.close()
