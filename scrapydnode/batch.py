@@ -44,7 +44,7 @@ def parse_batch(body: bytes) -> list[dict[str, Any]]:
         raise BatchError(f"the body is over {MAX_BODY} bytes")
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BatchError(f"the body is not JSON: {exc}") from exc
     jobs = payload.get("jobs") if isinstance(payload, dict) else None
     if not isinstance(jobs, list) or not jobs:

@@ -147,6 +147,8 @@ def test_a_mixed_batch_queues_the_good_jobs_and_says_why_not_for_each_other(idle
     ("body", "message"),
     [
         (b"{not json", "not JSON"),
+        (b"\xff\xfe\x00garbage", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
         (b"[1, 2]", 'must be {"jobs": [...]}'),
         ({"jobs": []}, "at least one job"),
         ({"jobs": [{"project": "crawler", "spider": SPIDER}]}, "non-empty string 'jobid'"),
