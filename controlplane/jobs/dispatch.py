@@ -251,6 +251,7 @@ class Sends:
     ``record_answered`` (from one thread) writes the outcomes of every (batch, node) group whose
     sends are all answered, one batch per group; sender threads never touch the database.
     ``on_answer`` is called on a sender thread after each answer, to wake the recording thread.
+    A job planned before its ``not_before`` (a fire recorded ahead) is held until then.
     """
 
     def __init__(self, on_answer: Callable[[], None] | None = None) -> None:
