@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/tracking.py [--nodes 100] [--sizes 10,50,100] [--jobs-per-node 10]
                                        [--rounds 5] [--workers N]
-                                       [--profile]
+                                       [--replicas 2] [--profile]
 
 ``--nodes`` real ``crawlfleet node`` processes (one crawl slot each, a queue polled once an hour,
 so the jobs they are given stay pending and never launch) get the failproject egg and
@@ -19,12 +19,18 @@ node; the growth from the smallest size; the RSS of the node processes. The base
 run is the cost of the bare HTTP calls alone (daemonstatus + listjobs of every node, same thread
 pool), so the ratio is what the database and the reconciliation add. Target: a round under 1 s at
 100 nodes. ``--profile`` prints the top of a cProfile of one round at the largest size.
+
+``--replicas N`` then runs N poller replicas, each a process of its own sharing the largest fleet
+(:mod:`controlplane.loops.shards`), rounds started together behind a barrier. Reported: the round
+time (the slowest replica's cycle), each replica's share and CPU, and the ratio to the single
+replica measured just before in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import multiprocessing
 import os
 import pstats
 import statistics
@@ -92,7 +98,7 @@ def load_node(url: str, egg: bytes, version: str, job_ids: list[str]) -> None:
         client.schedule(PROJECT, SPIDER, version=version, jobid=job_id)
 
 
-def setup_django(workdir: Path) -> None:
+def setup_django(workdir: Path, migrate: bool = True) -> None:
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",
@@ -105,9 +111,10 @@ def setup_django(workdir: Path) -> None:
     import django
 
     django.setup()
-    from django.core.management import call_command
+    if migrate:
+        from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
+        call_command("migrate", verbosity=0)
 
 
 def register(urls: list[str], first: int, job_ids: dict[str, list[str]], version_row) -> None:
@@ -197,6 +204,70 @@ def profile_round(poller) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 
 
+def replica_process(
+    workdir: Path, name: str, rounds: int, workers: int | None, barrier, out
+) -> None:
+    """One poller replica of ``--replicas``: join, settle on the split, then timed rounds."""
+    setup_django(workdir, migrate=False)
+    from django.conf import settings
+
+    from controlplane.loops.poller import Poller
+
+    settings.CRAWLFLEET_POLL_INTERVAL = 60.0
+    poller = Poller(interval=60.0, workers=workers, name=name)
+    for _ in range(2):  # the first cycle joins; the second polls the settled share (warm-up)
+        barrier.wait()
+        poller.cycle()
+    for _ in range(rounds):
+        barrier.wait()
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = poller.cycle()
+        out.put((name, time.perf_counter() - wall, time.process_time() - cpu, len(result.polled),
+                 len(result.replicas)))  # fmt: skip
+    barrier.wait()
+    poller.close()
+
+
+def measure_replicas(workdir: Path, count: int, rounds: int, workers: int | None) -> list[tuple]:
+    """Per round: (slowest wall, [(name, wall, cpu, polled, replicas seen)]) of ``count`` replicas."""
+    ctx = multiprocessing.get_context("spawn")  # no Django state or threads carried over
+    barrier, out = ctx.Barrier(count), ctx.Queue()
+    names = [f"replica-{i + 1}" for i in range(count)]
+    procs = [ctx.Process(target=replica_process, args=(workdir, n, rounds, workers, barrier, out))
+             for n in names]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    samples = [out.get(timeout=600) for _ in range(rounds * count)]
+    for proc in procs:
+        proc.join(timeout=60)
+        if proc.exitcode != 0:
+            raise SystemExit(f"a replica exited {proc.exitcode}")
+    by_round: list[list[tuple]] = [[] for _ in range(rounds)]
+    seen: dict[str, int] = {}
+    for sample in samples:  # each replica's samples arrive in its own round order
+        index = seen.get(sample[0], 0)
+        seen[sample[0]] = index + 1
+        by_round[index].append(sample)
+    return [(max(s[1] for s in one), one) for one in by_round]
+
+
+def report_replicas(workdir: Path, args, size: int, single: dict[str, float]) -> None:
+    rounds = measure_replicas(workdir, args.replicas, args.rounds, args.workers)
+    walls = [wall for wall, _ in rounds]
+    last = sorted(rounds[-1][1])
+    print(f"\n{args.replicas} poller replicas, one process each, sharing {size} nodes:")
+    for name, wall, cpu, polled, seen in last:
+        print(f"  {name}: {polled} nodes, cycle {wall:.3f} s, CPU {cpu:.3f} s, saw {seen} replicas")
+    total = sum(polled for _, _, _, polled, _ in last)
+    ok = total == size and all(seen == args.replicas for *_, seen in last)
+    median = statistics.median(walls)
+    print(
+        f"round (slowest replica) median {median:.3f} s, max {max(walls):.3f} s; one replica "
+        f"{single['wall']:.3f} s in this run: {single['wall'] / median:.2f}x faster; "
+        f"shares add up to the fleet: {'yes' if ok else 'NO'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100)
@@ -204,6 +275,7 @@ def main() -> None:
     parser.add_argument("--jobs-per-node", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, help="poll threads (default: the setting, 32)")
+    parser.add_argument("--replicas", type=int, default=0, help="then N poller replicas at once")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     sizes = sorted(s for s in (int(x) for x in args.sizes.split(",")) if s <= args.nodes)
@@ -270,7 +342,9 @@ def main() -> None:
             verdict = "met" if figures[large]["wall"] < TARGET_S else "missed"
             print(f"target round < {TARGET_S:.0f} s at {large} nodes: {verdict} "
                   f"({figures[large]['wall']:.2f} s)")  # fmt: skip
-            poller.close()
+            poller.close()  # leaves, so the replicas below split the fleet among themselves only
+            if args.replicas > 1:
+                report_replicas(workdir, args, large, figures[large])
         finally:
             for process, _ in nodes:
                 process.stop(timeout=5)

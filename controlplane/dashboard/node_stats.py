@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from controlplane.deploys.models import NodeDeployment, Project
 from controlplane.jobs.models import Job
+from controlplane.loops.shards import live_replicas
 from controlplane.nodes.models import HealthSample, Node
 
 # Span of the health chart: label -> how far back.
@@ -109,6 +110,15 @@ def fleet_rows(nodes: list[Node]) -> list[NodeRow]:
             label for vid, label in current.items() if vid not in held[row.node.pk]
         )
     return [rows[node.pk] for node in nodes]
+
+
+def poller_of(node: Node) -> str:
+    """The poller replica that polled the node in its last cycle, by its own report; empty when
+    none did (no poller runs, or only one-off cycles that poll everything and do not register)."""
+    for replica in live_replicas():
+        if node.pk in (replica.node_ids or []):
+            return replica.name
+    return ""
 
 
 def recent_jobs(node: Node) -> list[Job]:

@@ -9,6 +9,10 @@ due retries, and runs whose last attempt ended.
 A round reads the on-node jobs of every node in one query before polling them
 (:mod:`controlplane.jobs.onnode`), and each node keeps one client, and its connection, across
 rounds (:mod:`controlplane.nodes.clients`).
+
+Replicas split the nodes between them (:mod:`controlplane.loops.shards`), so a round's cost is
+divided among them; the sweeps stay fleet-wide in every replica, as each of their steps is a
+conditional update. A one-off cycle (``runpoller --once``) polls every node.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from django.db import close_old_connections, connections
 from controlplane.jobs import completion, retry
 from controlplane.jobs.onnode import RoundJobs
 from controlplane.jobs.tracking import Tracker, nodes_to_poll, sweep_orphaned_rows
+from controlplane.loops.shards import Membership
 from controlplane.nodes.models import Node
 from controlplane.telemetry.histograms import POLL_CYCLE
 
@@ -38,14 +43,29 @@ class CycleResult:
     polled: list[str] = field(default_factory=list)
     still_running: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    replicas: list[str] = field(default_factory=list)  # the live ones this cycle split among
     duration: float = 0.0
 
 
 class Poller:
     """Runs cycles: nodes concurrently, then the fleet-wide sweeps (retries, run completion)."""
 
-    def __init__(self, interval: float | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        interval: float | None = None,
+        workers: int | None = None,
+        shard: bool = True,
+        name: str | None = None,
+    ) -> None:
         self.interval = interval or settings.CRAWLFLEET_POLL_INTERVAL
+        # Without a share, this poller polls every node (a one-off cycle, or a lone poller).
+        timeout = settings.CRAWLFLEET_POLL_REPLICA_TIMEOUT or 3 * self.interval
+        if shard and timeout <= self.interval:
+            raise ValueError(
+                f"CRAWLFLEET_POLL_REPLICA_TIMEOUT ({timeout:g} s) must be longer than the poll "
+                f"interval ({self.interval:g} s), or every replica would expire between cycles"
+            )
+        self.membership = Membership(timeout, name) if shard else None
         self.tracker = Tracker()
         self.pool = ThreadPoolExecutor(
             max_workers=workers or settings.CRAWLFLEET_POLL_WORKERS, thread_name_prefix="poll"
@@ -69,6 +89,9 @@ class Poller:
         result = CycleResult()
         submitted: dict[Future[Any], str] = {}
         nodes = nodes_to_poll()
+        if self.membership is not None:
+            result.replicas = self.membership.beat()
+            nodes = self.membership.mine(nodes, result.replicas)
         self.tracker.clients.keep_only({node.pk for node in nodes})
         round_jobs = RoundJobs.read()  # before any node's listjobs.json: see jobs.onnode
         for node in nodes:
@@ -98,7 +121,9 @@ class Poller:
         return result
 
     def run(self, stop: threading.Event, once: bool = False) -> None:
-        logger.info("poller started: every %.1f s", self.interval)
+        name = self.membership.name if self.membership else "polling every node"
+        logger.info("poller %s started: every %.1f s", name, self.interval)
+        shared_among = 0
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -109,6 +134,9 @@ class Poller:
             else:
                 if result.still_running or result.skipped:
                     logger.info("slow nodes: %s", ", ".join(result.still_running + result.skipped))
+                if len(result.replicas) != shared_among and self.membership is not None:
+                    shared_among = len(result.replicas)
+                    logger.info("nodes shared among %d poller replica(s)", shared_among)
             if once:
                 break
             stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
@@ -119,3 +147,8 @@ class Poller:
         # Threads blocked on a dead node end with their bounded timeouts; do not wait for them.
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.tracker.clients.close()
+        if self.membership is not None:
+            try:
+                self.membership.leave()
+            except Exception:  # e.g. the database is down: the row expires by itself
+                logger.exception("could not leave the poller replicas")

@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from controlplane.alerts import tallies as alert_tallies
 from controlplane.jobs import tallies
+from controlplane.loops.shards import live_replicas
 from controlplane.nodes.models import Node
 from controlplane.scheduling.models import TaskRun
 from controlplane.telemetry import histograms
@@ -124,6 +125,21 @@ def node_families() -> Iterator[Metric]:
     yield from families.values()
 
 
+def poller_families() -> Iterator[Metric]:
+    replicas = live_replicas()
+    count = _gauge("crawlfleet_poller_replicas", "Poller replicas alive, sharing the nodes", [])
+    count.add_metric([], len(replicas))
+    yield count
+    share = _gauge(
+        "crawlfleet_poller_replica_nodes",
+        "Nodes the poller replica polled in its last cycle (its share of the fleet)",
+        ["replica"],
+    )
+    for replica in replicas:
+        share.add_metric([replica.name], len(replica.node_ids or []))
+    yield share
+
+
 def task_families() -> Iterator[Metric]:
     labels = ["project", "task"]
     items = CounterMetricFamily(
@@ -197,6 +213,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from job_families()
         yield from node_families()
+        yield from poller_families()
         yield from task_families()
         yield from histogram_families((FIRE_TO_DISPATCH, POLL_CYCLE))
         yield from alert_families()

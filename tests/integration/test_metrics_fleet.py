@@ -1,5 +1,6 @@
 """/metrics of a real ``crawlfleet web`` (three gunicorn workers) while real jobs run on real
-Scrapyd nodes, dispatched by a real scheduler and followed by two real poller replicas.
+Scrapyd nodes, dispatched by a real scheduler and followed by two real poller replicas, which
+share the nodes between them.
 
 Every answer is read with prometheus_client's own parser. While the work runs, the poll-cycle
 histogram grows. Once the jobs have ended (one is left running, two are left queued) the
@@ -125,6 +126,21 @@ def test_scrapes_of_any_worker_match_the_database_while_replicas_work(fleet, cp_
 
     wait_until(cycles_grew, 60, "poll cycles counted")
 
+    # The two pollers share the nodes: both live, each polling its own part of the fleet.
+    every = {row.name for row in fleet.rows}
+
+    def shared() -> bool:
+        alive()
+        families = parse(scrape_text(url))
+        shares = by_label(families, "crawlfleet_poller_replica_nodes", "replica")
+        return (
+            families["crawlfleet_poller_replicas"][("crawlfleet_poller_replicas", ())] == 2
+            and len(shares) == 2
+            and sum(shares.values()) == len(every)
+        )
+
+    wait_until(shared, 30, "the nodes shared by two poller replicas")
+
     def settled() -> bool:
         alive()
         return all(run_closed(run)() for run in finishing) and job_state(hang, Job.State.RUNNING)()
@@ -148,6 +164,9 @@ def test_scrapes_of_any_worker_match_the_database_while_replicas_work(fleet, cp_
     families = parse(bodies.pop())
 
     assert by_label(families, "crawlfleet_jobs", "state") == jobs_by_state()
+    # Stopped pollers left: none is counted, and no share is left behind.
+    assert families["crawlfleet_poller_replicas"][("crawlfleet_poller_replicas", ())] == 0
+    assert by_label(families, "crawlfleet_poller_replica_nodes", "replica") == {}
     assert by_label(families, "crawlfleet_queue_depth", "project") == {fleet.project.name: 2}
     assert by_label(families, "crawlfleet_queue_backoff", "project") == {fleet.project.name: 1}
     on_nodes = Counter(

@@ -104,6 +104,7 @@ def node_detail(request: HttpRequest, node_id: int) -> HttpResponse:
         "node": node,
         "row": row,
         "jobs": node_stats.recent_jobs(node),
+        "poller": node_stats.poller_of(node),
         "jobs_url": f"{reverse('dashboard:jobs')}?node={node.name}",
     }
     part = request.GET.get("part", "") if request.headers.get("HX-Request") else ""

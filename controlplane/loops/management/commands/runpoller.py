@@ -16,12 +16,21 @@ class Command(BaseCommand):
     help = "Watch nodes and jobs: health, job states, failure detection, retries. Safe as replicas."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="run one cycle over every node (not a share among replicas), then exit",
+        )
         parser.add_argument(
             "--interval",
             type=float,
             default=None,
             help="seconds between cycles (default: CRAWLFLEET_POLL_INTERVAL)",
+        )
+        parser.add_argument(
+            "--name",
+            default=None,
+            help="replica name, unique among the pollers (default: host:pid:random)",
         )
         parser.add_argument(
             "--no-alerts",
@@ -45,7 +54,10 @@ class Command(BaseCommand):
         if send_alerts and not options["once"]:
             # The alert sender in its own thread: a slow channel never delays a poll cycle.
             thread = Alerter().start_thread(stop)
-        Poller(interval=options["interval"]).run(stop, once=options["once"])
+        poller = Poller(
+            interval=options["interval"], shard=not options["once"], name=options["name"] or None
+        )
+        poller.run(stop, once=options["once"])
         if send_alerts and options["once"]:
             Alerter().run(stop, once=True)  # what this cycle raised goes out before exiting
         if thread is not None:
