@@ -27,10 +27,14 @@ format: bootstrap
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Lint, then the whole suite: tests/unit (no service), tests/integration (real services) and
-## tests/chaos (real services killed, stopped and restarted mid-run).
+## Lint, then the whole suite: tests/unit (no service) and tests/integration (real services) in
+## $(TEST_WORKERS) processes at once, each with services of its own on free ports; then tests/chaos
+## (real services killed, stopped and restarted mid-run) alone, so no other test's load skews its
+## timing. A selection (PYTEST_ARGS="-k ...") that leaves one part empty is not an error.
+TEST_WORKERS ?= 2
 test: bootstrap kafka lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not chaos" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest tests/chaos -m chaos $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## The unit tests alone: no service is started, well under 30 s.
 unit: bootstrap
