@@ -44,17 +44,30 @@ def describe(error: BaseException | KafkaError) -> str:
     return f"{name}: {text}" if text else name
 
 
-def parse_poll_interval(raw: Any) -> float:
-    """``KAFKA_POLL_INTERVAL`` in seconds: a finite number above 0, or ValueError saying so.
+def parse_seconds(name: str, raw: Any) -> float:
+    """A duration setting in seconds: a finite number above 0, or ValueError naming the setting
+    and the value found.
 
-    Zero would serve delivery reports on every reactor turn, and a typo must not quietly become
-    the default: both are refused with the value found."""
+    Zero, a negative number or a typo would otherwise reach librdkafka (or the reactor) and fail
+    later with a cause that names neither; a poll interval of zero would serve delivery reports
+    on every reactor turn."""
     try:
         value = float(raw)
     except (TypeError, ValueError):
         value = math.nan
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"KAFKA_POLL_INTERVAL must be a number of seconds above 0, got {raw!r}")
+        raise ValueError(f"{name} must be a number of seconds above 0, got {raw!r}")
+    return value
+
+
+def parse_count(name: str, raw: Any) -> int:
+    """A count setting: a whole number of 0 or more, or ValueError naming the setting."""
+    try:
+        value = int(str(raw).strip()) if not isinstance(raw, bool) else -1
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number of 0 or more, got {raw!r}")
     return value
 
 

@@ -31,11 +31,14 @@ Settings (namespaced, each overridable per spider through ``custom_settings``):
 ``KAFKA_BOOTSTRAP_SERVERS``  comma-separated ``host:port`` list; empty disables the pipeline.
 ``KAFKA_TOPIC``              topic for items; a spider's ``kafka_topic`` attribute wins over it.
 ``KAFKA_FAILURE_THRESHOLD``  failed deliveries tolerated before the run fails (0: none).
-``KAFKA_DELIVERY_TIMEOUT``   seconds a message may take to be acknowledged, retries included.
-``KAFKA_STARTUP_TIMEOUT``    seconds to reach the cluster and the topic when the spider opens.
+``KAFKA_DELIVERY_TIMEOUT``   seconds a message may take to be acknowledged, retries included (60).
+``KAFKA_STARTUP_TIMEOUT``    seconds to reach the cluster and the topic when the spider opens (10).
 ``KAFKA_PRODUCER_CONFIG``    extra librdkafka properties (``compression.type``...), over ours.
 ``KAFKA_CLIENT_LOG_LEVEL``   level of the ``librdkafka`` logger that librdkafka's log goes to.
-``KAFKA_POLL_INTERVAL``      seconds between two servings of delivery reports (0.1; above 0).
+``KAFKA_POLL_INTERVAL``      seconds between two servings of delivery reports (0.1).
+
+Every duration must be a number of seconds above 0; an invalid value stops the run when the
+spider opens, naming the setting (finish reason ``kafka_misconfigured``).
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ from crawler.kafkaclient import (
     bootstrap_servers,
     client_logger,
     describe,
-    parse_poll_interval,
+    parse_count,
+    parse_seconds,
     producer_properties,
     wait_for_topic,
 )
@@ -138,21 +142,27 @@ class KafkaPipeline:
         # errors, so by default they are muted and this pipeline reports what matters
         # (unreachable cluster, failed deliveries) with the cause.
         client_logger.setLevel(level.upper() if isinstance(level, str) else level)
+        # An invalid number is refused when the spider opens, as a misconfiguration like any
+        # other (finish reason kafka_misconfigured); the default stands in until then.
+        errors: list[str] = []
+
+        def checked(parse: Any, name: str, default: Any) -> Any:
+            try:
+                return parse(name, settings.get(name, default))
+            except ValueError as exc:
+                errors.append(str(exc))
+                return default
+
         pipeline = cls(
             crawler,
             servers=servers,
-            failure_threshold=settings.getint("KAFKA_FAILURE_THRESHOLD", 0),
-            delivery_timeout=settings.getfloat("KAFKA_DELIVERY_TIMEOUT", 60.0),
-            startup_timeout=settings.getfloat("KAFKA_STARTUP_TIMEOUT", 10.0),
+            failure_threshold=checked(parse_count, "KAFKA_FAILURE_THRESHOLD", 0),
+            delivery_timeout=checked(parse_seconds, "KAFKA_DELIVERY_TIMEOUT", 60.0),
+            startup_timeout=checked(parse_seconds, "KAFKA_STARTUP_TIMEOUT", 10.0),
             producer_config=settings.getdict("KAFKA_PRODUCER_CONFIG", {}),
+            poll_interval=checked(parse_seconds, "KAFKA_POLL_INTERVAL", POLL_INTERVAL),
         )
-        try:
-            pipeline.poll_interval = parse_poll_interval(
-                settings.get("KAFKA_POLL_INTERVAL", POLL_INTERVAL)
-            )
-        except ValueError as exc:
-            # Reported when the spider opens, as a misconfiguration like any other.
-            pipeline.settings_error = str(exc)
+        pipeline.settings_error = "; ".join(errors)
         crawler.signals.connect(pipeline.write_counts, signal=stats_snapshot)
         return pipeline
 

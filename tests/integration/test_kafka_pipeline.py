@@ -112,8 +112,9 @@ def test_broker_lost_mid_crawl_fails_the_run_and_accounts_for_every_item(
 ):
     broker = private_kafka_broker
     broker.create_topic(kafka_topic)
-    # About 16 s of crawling if nothing stops it: long enough for deliveries to time out mid-crawl.
-    fresh_demo_site.config.delay = 0.5
+    # About 30 s of crawling if nothing stops it: long enough for deliveries to time out mid-crawl
+    # with room to spare when a loaded machine is slow to see the failures and close.
+    fresh_demo_site.config.delay = 1.0
     settings = kafka_settings(
         broker, kafka_topic, KAFKA_DELIVERY_TIMEOUT="2", CONCURRENT_REQUESTS_PER_DOMAIN="2"
     )
@@ -228,22 +229,28 @@ def test_invalid_producer_settings_stop_the_run_with_their_own_reason(run_crawl,
     assert fresh_demo_site.hits.snapshot() == {}
 
 
-@pytest.mark.parametrize("interval", ["0", "-1", "often"])
-def test_a_poll_interval_that_is_not_positive_stops_the_run_as_misconfigured(
-    run_crawl, fresh_demo_site, interval
+@pytest.mark.parametrize(
+    ("setting", "value", "refusal"),
+    [
+        ("KAFKA_POLL_INTERVAL", "0", "a number of seconds above 0"),
+        ("KAFKA_POLL_INTERVAL", "-1", "a number of seconds above 0"),
+        ("KAFKA_POLL_INTERVAL", "often", "a number of seconds above 0"),
+        ("KAFKA_DELIVERY_TIMEOUT", "-5", "a number of seconds above 0"),
+        ("KAFKA_STARTUP_TIMEOUT", "0", "a number of seconds above 0"),
+        ("KAFKA_FAILURE_THRESHOLD", "some", "a whole number of 0 or more"),
+    ],
+)
+def test_an_invalid_number_stops_the_run_as_misconfigured_naming_the_setting(
+    run_crawl, fresh_demo_site, setting, value, refusal
 ):
-    """Zero or a typo was once quietly replaced by the default; now it is refused, by name."""
+    """Zero or a typo was once quietly replaced by the default, or reached librdkafka and failed
+    there under another name; now it is refused when the spider opens, by name."""
     result = run_crawl(
         "books",
         args={"start_url": f"{fresh_demo_site.base_url}/catalogue/page-1.html"},
-        settings={
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-            "KAFKA_POLL_INTERVAL": interval,
-        },
+        settings={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", setting: value},
     )
-    assert f"KAFKA_POLL_INTERVAL must be a number of seconds above 0, got '{interval}'" in (
-        result.output
-    )
+    assert f"{setting} must be {refusal}, got '{value}'" in result.output
     assert stat(result.output, "finish_reason") == "kafka_misconfigured"
     assert stat(result.output, "crawlfleet/outcome") == "failed"
     assert fresh_demo_site.hits.snapshot() == {}

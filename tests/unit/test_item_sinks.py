@@ -15,7 +15,7 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.test import get_crawler
 
 from crawler.items import BookItem, encode_item, item_fields
-from crawler.kafkaclient import parse_poll_interval
+from crawler.kafkaclient import parse_count, parse_seconds
 from crawler.pipelines.csv import CsvPipeline
 
 
@@ -133,11 +133,23 @@ def test_csv_refuses_an_item_with_fields_outside_the_columns(tmp_path):
 
 
 @pytest.mark.parametrize("raw", [0, -1, "0", "-0.5", "soon", "", None, "nan", "inf"])
-def test_a_poll_interval_that_is_not_a_positive_number_is_refused(raw):
-    with pytest.raises(ValueError, match="KAFKA_POLL_INTERVAL must be a number of seconds above 0"):
-        parse_poll_interval(raw)
+@pytest.mark.parametrize("name", ["KAFKA_POLL_INTERVAL", "KAFKA_DELIVERY_TIMEOUT"])
+def test_a_duration_that_is_not_a_positive_number_is_refused_by_name(name, raw):
+    with pytest.raises(ValueError, match=f"{name} must be a number of seconds above 0, got"):
+        parse_seconds(name, raw)
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [(0.1, 0.1), ("0.25", 0.25), (2, 2.0)])
-def test_a_positive_poll_interval_is_taken_as_seconds(raw, seconds):
-    assert parse_poll_interval(raw) == seconds
+def test_a_positive_duration_is_taken_as_seconds(raw, seconds):
+    assert parse_seconds("KAFKA_STARTUP_TIMEOUT", raw) == seconds
+
+
+@pytest.mark.parametrize("raw", [-1, "-3", "1.5", "many", "", None, True])
+def test_a_count_that_is_not_a_whole_number_of_0_or_more_is_refused(raw):
+    with pytest.raises(ValueError, match="KAFKA_FAILURE_THRESHOLD must be a whole number of 0"):
+        parse_count("KAFKA_FAILURE_THRESHOLD", raw)
+
+
+@pytest.mark.parametrize(("raw", "count"), [(0, 0), ("0", 0), (" 7 ", 7), (25, 25)])
+def test_a_whole_count_is_taken(raw, count):
+    assert parse_count("KAFKA_FAILURE_THRESHOLD", raw) == count
