@@ -31,7 +31,7 @@ def on_node_jobs(node_ids: list[int] | None = None) -> list[Job]:
 
 
 class RoundJobs:
-    """Every on-node job, grouped by node, read at one instant."""
+    """The on-node jobs of the round's nodes, grouped by node, read at one instant."""
 
     def __init__(self, jobs: list[Job], read_at: float) -> None:
         self.read_at = read_at
@@ -40,9 +40,10 @@ class RoundJobs:
             self._by_node.setdefault(job.node_id, []).append(job)
 
     @classmethod
-    def read(cls) -> RoundJobs:
+    def read(cls, node_ids: list[int] | None = None) -> RoundJobs:
+        """The jobs on ``node_ids`` (a poller replica's share), or on any node."""
         read_at = time.monotonic()
-        return cls(on_node_jobs(), read_at)
+        return cls(on_node_jobs(node_ids), read_at)
 
     def for_node(self, node_id: int, max_age: float) -> list[Job] | None:
         """The node's jobs, or None when the snapshot is too old to use (read them again)."""

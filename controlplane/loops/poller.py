@@ -82,18 +82,21 @@ class Poller:
             connections.close_all()
 
     def cycle(self, wait: float | None = None) -> CycleResult:
-        """Poll every node once (nodes still busy from an earlier cycle are skipped), waiting at
-        most ``wait`` seconds (default: one interval) for them, then run the sweeps."""
+        """Poll every node of this replica's share once (nodes still busy from an earlier cycle
+        are skipped), waiting at most ``wait`` seconds (default: one interval) for them, then run
+        the sweeps."""
         started = time.monotonic()
         close_old_connections()
         result = CycleResult()
         submitted: dict[Future[Any], str] = {}
         nodes = nodes_to_poll()
+        share: list[int] | None = None  # None: every node's jobs
         if self.membership is not None:
             result.replicas = self.membership.beat()
             nodes = self.membership.mine(nodes, result.replicas)
+            share = [node.pk for node in nodes]
         self.tracker.clients.keep_only({node.pk for node in nodes})
-        round_jobs = RoundJobs.read()  # before any node's listjobs.json: see jobs.onnode
+        round_jobs = RoundJobs.read(share)  # before any node's listjobs.json: see jobs.onnode
         for node in nodes:
             busy = self.inflight.get(node.pk)
             if busy is not None and not busy[1].done():

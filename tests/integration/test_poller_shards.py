@@ -14,6 +14,7 @@ import time
 import pytest
 from django.urls import reverse
 
+from controlplane.jobs.onnode import RoundJobs
 from controlplane.lib import rendezvous
 from controlplane.loops.models import PollerReplica
 from controlplane.loops.poller import Poller
@@ -76,6 +77,34 @@ def test_two_replicas_poll_disjoint_shares_that_cover_the_fleet(fleet, replicas)
         names[0]: round_a.polled,
         names[1]: round_b.polled,
     }
+
+
+def test_a_replica_reads_the_jobs_of_its_own_share_only(fleet, replicas, monkeypatch):
+    names = names_that_split(fleet)
+    a, b = replicas(names[0]), replicas(names[1])
+    a.cycle()
+    b.cycle()
+    read: list[list[int] | None] = []
+    real_read = RoundJobs.read.__func__
+
+    def spy(cls, node_ids=None):
+        read.append(node_ids)
+        return real_read(cls, node_ids)
+
+    monkeypatch.setattr(RoundJobs, "read", classmethod(spy))
+    a.cycle()
+    b.cycle()
+    once = Poller(shard=False)
+    try:
+        once.cycle()  # a one-off cycle reads every node's
+    finally:
+        once.close()
+    by_name = {row.name: row.pk for row in fleet.rows}
+    assert read == [
+        sorted(by_name[name] for name in owned(fleet, names, names[0])),
+        sorted(by_name[name] for name in owned(fleet, names, names[1])),
+        None,
+    ]
 
 
 def test_a_replica_that_stops_hands_its_nodes_over_at_the_next_cycle(fleet, replicas):
