@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import itertools
 import time
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from controlplane.jobs.onnode import RoundJobs
 from controlplane.lib import rendezvous
 from controlplane.loops.models import PollerReplica
 from controlplane.loops.poller import Poller
+from controlplane.loops.shards import live_replicas
 from controlplane.nodes.models import Node
 from tests.fixtures.dashboard import logged_in_client
 from tests.fixtures.fleet import Fleet
@@ -41,7 +44,10 @@ def owned(fleet: Fleet, names: list[str], name: str) -> list[str]:
 
 
 @pytest.fixture
-def replicas(fleet):
+def replicas(fleet, settings):
+    # Long enough that no row expires between two cycles on a loaded machine; expiry itself is
+    # made to happen by moving a row's expires_at back (a_replica_not_heard_from...).
+    settings.CRAWLFLEET_POLL_REPLICA_TIMEOUT = 60.0
     made: list[Poller] = []
 
     def make(name: str) -> Poller:
@@ -121,15 +127,17 @@ def test_a_replica_that_stops_hands_its_nodes_over_at_the_next_cycle(fleet, repl
     assert result.polled == sorted(row.name for row in fleet.rows)
 
 
-def test_a_replica_not_heard_from_stops_counting_and_rejoins_when_back(fleet, replicas, settings):
-    settings.CRAWLFLEET_POLL_REPLICA_TIMEOUT = 1.0  # the poll interval is 0.5 s (FAST)
+def test_a_replica_not_heard_from_stops_counting_and_rejoins_when_back(fleet, replicas):
     names = names_that_split(fleet)
     a, b = replicas(names[0]), replicas(names[1])
     a.cycle()
     b.cycle()
     assert a.cycle().replicas == sorted(names)
 
-    time.sleep(1.2)  # b stalls (or was killed): it renews nothing
+    # b stalls (or was killed): it renews nothing, and its row's time runs out.
+    PollerReplica.objects.filter(name=names[1]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     result = a.cycle()
     assert result.replicas == [names[0]]
     assert result.polled == sorted(row.name for row in fleet.rows)
@@ -139,6 +147,17 @@ def test_a_replica_not_heard_from_stops_counting_and_rejoins_when_back(fleet, re
     assert back.replicas == sorted(names)
     assert back.polled == owned(fleet, names, names[1])
     assert a.cycle().polled == owned(fleet, names, names[0])
+
+
+def test_a_replica_row_lives_for_the_timeout_it_was_given(fleet, replicas, settings):
+    settings.CRAWLFLEET_POLL_REPLICA_TIMEOUT = 1.0  # the poll interval is 0.5 s (FAST)
+    lone = replicas("replica-lone")
+    before = timezone.now()
+    lone.cycle()
+    row = PollerReplica.objects.get(name="replica-lone")
+    assert before + timedelta(seconds=1) <= row.expires_at <= timezone.now() + timedelta(seconds=1)
+    time.sleep(1.1)
+    assert live_replicas() == []  # not renewed in time: no longer counted
 
 
 def test_a_one_off_cycle_polls_every_node_and_does_not_join(fleet, replicas):
