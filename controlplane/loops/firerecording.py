@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from django.db import transaction
@@ -12,6 +13,33 @@ from controlplane.jobs.runs import Fire, record_fires
 from controlplane.scheduling.fireplan import ONE_MICROSECOND, FirePlan, TaskSchedule, plan_fires
 from controlplane.scheduling.missed import report_missed
 from controlplane.scheduling.models import Task, TaskRun
+
+# The longest a fire is recorded ahead of its time (CRAWLFLEET_FIRE_LEAD's own bound).
+MAX_LEAD = 30.0
+# Recording time per fire assumed before a burst has been measured, and the margin over what the
+# measure says (a loaded machine records slower than the last burst did).
+FIRST_SECONDS_PER_FIRE = 0.002
+LEAD_MARGIN = 1.5
+
+
+def lead_for(upcoming: Iterable[float], seconds_per_fire: float, configured: float) -> float:
+    """How far ahead of the next fire to start recording, so that every upcoming fire is recorded
+    before its time.
+
+    ``upcoming``: seconds from now to each task's next fire. Recorded one after another, the
+    k-th fire (from 1, in time order) is done k x ``seconds_per_fire`` after the start, which must
+    not be later than its own time; the start this needs, counted back from the first fire, is
+    the lead. Never less than ``configured``, never more than :data:`MAX_LEAD`, and 0 when
+    ``configured`` is 0 (fires recorded once due, by choice)."""
+    if configured <= 0:
+        return 0.0
+    times = sorted(upcoming)
+    if not times:
+        return configured
+    cost = seconds_per_fire * LEAD_MARGIN
+    first = times[0]
+    needed = max((k * cost) - (at - first) for k, at in enumerate(times, start=1))
+    return min(MAX_LEAD, max(configured, needed))
 
 
 def later(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -15,7 +15,9 @@ restarts agree:
   recorded once. The bookmark then moves with a conditional update (``WHERE fired_through = old``).
 * Fires are recorded ``CRAWLFLEET_FIRE_LEAD`` seconds ahead; their jobs are planned as soon as
   they are recorded and held by the senders until the fire time (``Job.not_before``), so a burst
-  of hundreds of fires reaches its nodes at the fire time rather than after its recording.
+  of hundreds of fires reaches its nodes at the fire time rather than after its recording. A
+  burst too big to record within that lead, at the pace this process last recorded one, is
+  started earlier (:func:`~controlplane.loops.firerecording.lead_for`, at most 30 s ahead).
 * A fire later than the task's ``misfire_grace`` is recorded as missed. After an outage only the
   newest few fires within the grace run; older ones are recorded as missed, at most a bounded
   number per task (:mod:`controlplane.scheduling.fireplan`), so a per-second task down for a week costs nothing.
@@ -49,7 +51,13 @@ from django.utils import timezone
 
 from controlplane.jobs import dispatch as dispatcher
 from controlplane.jobs import placement
-from controlplane.loops.firerecording import later, record_chunk
+from controlplane.loops.firerecording import (
+    FIRST_SECONDS_PER_FIRE,
+    MAX_LEAD,
+    later,
+    lead_for,
+    record_chunk,
+)
 from controlplane.scheduling import cron
 from controlplane.scheduling.fireplan import FirePlan, TaskSchedule
 from controlplane.scheduling.models import Task, TaskRun
@@ -79,7 +87,8 @@ class Scheduler:
         name: str = "",
     ) -> None:
         self.tick = tick if tick is not None else settings.CRAWLFLEET_SCHEDULER_TICK
-        self.lead = settings.CRAWLFLEET_FIRE_LEAD
+        self.lead = settings.CRAWLFLEET_FIRE_LEAD  # the least lead; bursts get more (lead_now)
+        self.seconds_per_fire = FIRST_SECONDS_PER_FIRE  # as this process last recorded a burst
         self.sync_interval = (
             settings.CRAWLFLEET_SCHEDULER_SYNC if sync_interval is None else sync_interval
         )
@@ -138,12 +147,26 @@ class Scheduler:
         self._dispatch_wake.set()
 
     def _sleep(self, next_sync: float) -> float:
-        """Seconds until the next sync or the earliest next fire of any task."""
+        """Seconds until the next sync or the earliest next fire of any task, less the lead."""
+        now = timezone.now()
         fires = [s.next_fire for s in self.schedules.values() if s.next_fire is not None]
-        until_fire = (
-            (min(fires) - timezone.now()).total_seconds() - self.lead if fires else float("inf")
-        )
+        if not fires:
+            return max(0.0, next_sync - time.monotonic())
+        until_fire = (min(fires) - now).total_seconds() - self.lead_now(now)
         return max(0.0, min(next_sync - time.monotonic(), until_fire))
+
+    def lead_now(self, now: datetime) -> float:
+        """The lead for the fires coming up: ``CRAWLFLEET_FIRE_LEAD``, or more when the tasks due
+        in the next 30 s would take longer than that to record."""
+        if self.lead <= 0:
+            return 0.0
+        window = now + timedelta(seconds=MAX_LEAD)
+        upcoming = [
+            (s.next_fire - now).total_seconds()
+            for s in self.schedules.values()
+            if s.next_fire is not None and s.next_fire <= window
+        ]
+        return lead_for(upcoming, self.seconds_per_fire, self.lead)
 
     def _shutdown(self) -> None:
         if self._dispatcher.is_alive():
@@ -239,7 +262,7 @@ class Scheduler:
         """Record the due fires of every task, and those due within the lead; returns how many
         runs were created."""
         now = now or timezone.now()
-        horizon = now + timedelta(seconds=self.lead)
+        horizon = now + timedelta(seconds=self.lead_now(now))
         due = [
             s for s in self.schedules.values() if s.next_fire is not None and s.next_fire <= horizon
         ]
@@ -278,6 +301,8 @@ class Scheduler:
             self._dispatch_wake.set()
         for schedule in due:
             schedule.refresh_next_fire()
+        if len(created) >= 50:  # enough fires to time the next burst's lead by
+            self.seconds_per_fire = (time.monotonic() - started) / len(created)
         runs = sum(len(p.to_run) for p in plans)
         missed = sum(len(p.missed) for p in plans)
         self.counters["runs"] += len(created)

@@ -198,3 +198,40 @@ def test_record_fires_races_record_each_fire_once(transactional_db):
     rows = TaskRun.objects.filter(task__in=tasks).values_list("task_id", "scheduled_for")
     assert len(rows) == len(set(rows)) == 100
     assert Job.objects.filter(run__task__in=tasks).count() == 100
+
+
+def test_a_burst_too_big_for_the_lead_is_recorded_earlier(db):
+    """100 tasks due at one instant, at a pace of 50 ms a fire: 7.5 s of recording with the
+    margin, more than the 2 s lead, so the scheduler starts that much before the fire."""
+    project = project_with_version()
+    real_now = timezone.now()
+    fire = (real_now + timedelta(seconds=40)).replace(microsecond=0)
+    fire -= timedelta(seconds=fire.second % 30)  # the next :00 or :30, 10-40 s away
+    tasks = [new_task(project, cron="*/30 * * * * *") for _ in range(100)]
+    Task.objects.update(fired_through=fire - timedelta(seconds=30))
+    scheduler = Scheduler(dispatch_jobs=False)
+    scheduler.sync()
+    scheduler.seconds_per_fire = 0.05
+    now = fire - timedelta(seconds=6)
+    assert scheduler.lead_now(now) == pytest.approx(7.5)
+    assert scheduler.lead_now(now - timedelta(seconds=30)) == pytest.approx(2.0)  # out of sight
+
+    assert scheduler.fire_due(now) == 100  # 6 s before the fire, inside the 7.5 s lead
+    assert all([r.scheduled_for for r in runs_of(task)] == [fire] for task in tasks)
+    assert set(Job.objects.values_list("not_before", flat=True)) == {fire}  # held until then
+    assert scheduler.seconds_per_fire < 0.05  # now timed on this burst
+
+
+def test_without_a_lead_a_big_burst_still_waits_for_its_time(db, settings):
+    settings.CRAWLFLEET_FIRE_LEAD = 0.0
+    project = project_with_version()
+    fire = (timezone.now() + timedelta(seconds=40)).replace(microsecond=0)
+    fire -= timedelta(seconds=fire.second % 30)
+    for _ in range(60):
+        new_task(project, cron="*/30 * * * * *")
+    Task.objects.update(fired_through=fire - timedelta(seconds=30))
+    scheduler = Scheduler(dispatch_jobs=False)
+    scheduler.sync()
+    scheduler.seconds_per_fire = 0.05
+    assert scheduler.lead_now(fire - timedelta(seconds=1)) == 0.0
+    assert scheduler.fire_due(fire - timedelta(seconds=1)) == 0
