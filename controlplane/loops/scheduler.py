@@ -302,7 +302,7 @@ class Scheduler:
         for schedule in due:
             schedule.refresh_next_fire()
         if len(created) >= 50:  # enough fires to time the next burst's lead by
-            self.seconds_per_fire = (time.monotonic() - started) / len(created)
+            self._timed_burst((time.monotonic() - started) / len(created))
         runs = sum(len(p.to_run) for p in plans)
         missed = sum(len(p.missed) for p in plans)
         self.counters["runs"] += len(created)
@@ -318,6 +318,14 @@ class Scheduler:
         elif runs:
             logger.debug("%d fire(s) already recorded by another scheduler", runs)
         return len(created)
+
+    def _timed_burst(self, seconds_per_fire: float) -> None:
+        """Fold a burst's recording pace into the estimate: a slower pace counts at once, a
+        faster one only halfway, as the same burst may record slower next time (a bigger
+        table, a busier machine)."""
+        self.seconds_per_fire = max(
+            seconds_per_fire, (self.seconds_per_fire + seconds_per_fire) / 2
+        )
 
     # --- dispatch --------------------------------------------------------------------------------
     def _plan_now(self) -> None:

@@ -219,7 +219,8 @@ def test_a_burst_too_big_for_the_lead_is_recorded_earlier(db):
     assert scheduler.fire_due(now) == 100  # 6 s before the fire, inside the 7.5 s lead
     assert all([r.scheduled_for for r in runs_of(task)] == [fire] for task in tasks)
     assert set(Job.objects.values_list("not_before", flat=True)) == {fire}  # held until then
-    assert scheduler.seconds_per_fire < 0.05  # now timed on this burst
+    # Timed on this burst, faster than assumed: the estimate comes down halfway, not all the way.
+    assert 0.025 < scheduler.seconds_per_fire < 0.05
 
 
 def test_without_a_lead_a_big_burst_still_waits_for_its_time(db, settings):
