@@ -5,6 +5,7 @@
     .venv/bin/python bench/dispatch.py --tasks 2000    # a bigger burst
     .venv/bin/python bench/dispatch.py --replicas 2    # two scheduler processes, one database
     .venv/bin/python bench/dispatch.py --lead 0        # fires recorded and sent once due
+    .venv/bin/python bench/dispatch.py --tasks 12000 --notice 20   # a burst longer to record
 
 With ``--projects N`` the tasks are spread over N projects with share weights 1..N, mixed
 priorities (-50..50), a cap per task and per project, and a fleet that holds half the burst: the
@@ -91,6 +92,13 @@ def main() -> None:
         default=None,
         help="CRAWLFLEET_FIRE_LEAD of the schedulers (default: the setting's own; 0: record "
         "and send only once due, the code path before fires were recorded ahead)",
+    )
+    parser.add_argument(
+        "--notice",
+        type=float,
+        default=None,
+        help="seconds between setting a round's fire time and the fire (default: 6 + --lead); "
+        "a burst recorded further ahead than the schedulers learn of it needs more",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
@@ -299,7 +307,7 @@ def run_round(round_number, args, projects, rows, nodes, schedulers, timezone, f
     from controlplane.jobs.models import Job
     from controlplane.scheduling.models import Task, TaskRun
 
-    ahead = LEAD + (args.lead or 0.0)
+    ahead = args.notice if args.notice is not None else LEAD + (args.lead or 0.0)
     fire = (timezone.now() + timedelta(seconds=ahead)).replace(microsecond=0).astimezone(UTC)
     expression = f"{fire.second} {fire.minute} {fire.hour} {fire.day} {fire.month} *"
     # A queryset update skips auto_now: set updated_at, which is how schedulers see a change.

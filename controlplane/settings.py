@@ -179,6 +179,7 @@ CRAWLFLEET_PUBLIC_URL = os.environ.get("CRAWLFLEET_PUBLIC_URL", "http://127.0.0.
 CRAWLFLEET_SCHEDULER_TICK = _env_float("CRAWLFLEET_SCHEDULER_TICK", 1.0)
 # Seconds ahead of a fire that the scheduler records it and plans its jobs, which are then held
 # until the fire time: a burst's jobs reach their nodes at the fire, not after its recording.
+# The least lead: a burst too big to record in it starts earlier (loops.firerecording.lead_for).
 CRAWLFLEET_FIRE_LEAD = _env_float("CRAWLFLEET_FIRE_LEAD", 2.0)
 if not 0.0 <= CRAWLFLEET_FIRE_LEAD <= 30.0:
     raise ImproperlyConfigured("CRAWLFLEET_FIRE_LEAD must be between 0 and 30 seconds")
