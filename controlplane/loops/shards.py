@@ -15,6 +15,7 @@ stops counting when its row expires.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TypeVar
 
+from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
 
@@ -29,6 +31,7 @@ from controlplane.lib import rendezvous
 from controlplane.loops.models import PollerReplica
 
 NodeLike = TypeVar("NodeLike", bound=Model)
+logger = logging.getLogger(__name__)
 
 
 def replica_name() -> str:
@@ -56,9 +59,15 @@ class Membership:
         )
         if not renewed:
             # First cycle, or another replica pruned the row while this one was stalled.
-            PollerReplica.objects.create(
-                name=self.name, started_at=self.started_at, seen_at=now, expires_at=expires
-            )
+            try:
+                with transaction.atomic():
+                    PollerReplica.objects.create(
+                        name=self.name, started_at=self.started_at, seen_at=now, expires_at=expires
+                    )
+            except IntegrityError:
+                # Created between the update and the insert: another poller has this name. Both
+                # poll the same share, which is safe; the name should be made unique.
+                logger.warning("another poller replica is named %s; give each a name", self.name)
         PollerReplica.objects.filter(expires_at__lt=now).delete()
         live = PollerReplica.objects.filter(expires_at__gte=now).values_list("name", flat=True)
         return sorted(set(live) | {self.name})

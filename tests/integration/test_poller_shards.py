@@ -20,7 +20,7 @@ from controlplane.jobs.onnode import RoundJobs
 from controlplane.lib import rendezvous
 from controlplane.loops.models import PollerReplica
 from controlplane.loops.poller import Poller
-from controlplane.loops.shards import live_replicas
+from controlplane.loops.shards import Membership, live_replicas
 from controlplane.nodes.models import Node
 from tests.fixtures.dashboard import logged_in_client
 from tests.fixtures.fleet import Fleet
@@ -207,3 +207,24 @@ def test_a_replica_timeout_within_one_interval_is_refused(settings):
     with pytest.raises(ValueError, match="must be longer than the poll interval"):
         Poller(interval=5.0)
     Poller(interval=5.0, shard=False).close()  # a one-off cycle has no replica row to keep
+
+
+def test_two_pollers_given_one_name_poll_the_same_share_and_are_told(db, caplog, monkeypatch):
+    first, second = Membership(5.0, "same-name"), Membership(5.0, "same-name")
+    assert first.beat() == ["same-name"]
+    assert second.beat() == ["same-name"]  # renews the same row: both count as one replica
+    # The narrow race: the row appears between the second's update and its insert.
+    real_filter = PollerReplica.objects.filter
+
+    class NothingRenewed:
+        def update(self, **fields) -> int:
+            return 0
+
+    monkeypatch.setattr(
+        PollerReplica.objects,
+        "filter",
+        lambda **kw: NothingRenewed() if set(kw) == {"name"} else real_filter(**kw),
+    )
+    assert second.beat() == ["same-name"]
+    assert "another poller replica is named same-name" in caplog.text
+    assert PollerReplica.objects.count() == 1
