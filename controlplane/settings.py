@@ -212,6 +212,8 @@ CRAWLFLEET_POLL_WORKERS = int(os.environ.get("CRAWLFLEET_POLL_WORKERS", 32))
 # A poller replica not heard from for this long no longer counts, and its share of the nodes goes
 # to the others, in seconds. 0: three of its poll intervals.
 CRAWLFLEET_POLL_REPLICA_TIMEOUT = _env_float("CRAWLFLEET_POLL_REPLICA_TIMEOUT", 0.0)
+if CRAWLFLEET_POLL_REPLICA_TIMEOUT < 0:
+    raise ImproperlyConfigured("CRAWLFLEET_POLL_REPLICA_TIMEOUT must be 0 or more seconds")
 # Heartbeat interval asked of spiders, in seconds.
 CRAWLFLEET_SPIDER_HEARTBEAT = _env_float("CRAWLFLEET_SPIDER_HEARTBEAT", 10.0)
 # Redis shared by fan-out crawls (passed to the spiders; the control plane cleans keys).

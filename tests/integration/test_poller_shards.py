@@ -9,6 +9,8 @@ tests/chaos/test_poller_kill.py and tests/integration/test_metrics_fleet.py.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 import time
 from datetime import timedelta
 
@@ -22,6 +24,7 @@ from controlplane.loops.models import PollerReplica
 from controlplane.loops.poller import Poller
 from controlplane.loops.shards import Membership, live_replicas
 from controlplane.nodes.models import Node
+from tests.fixtures.common import VENV_BIN
 from tests.fixtures.dashboard import logged_in_client
 from tests.fixtures.fleet import Fleet
 from tests.fixtures.metrics import by_label, parse
@@ -228,3 +231,19 @@ def test_two_pollers_given_one_name_poll_the_same_share_and_are_told(db, caplog,
     assert second.beat() == ["same-name"]
     assert "another poller replica is named same-name" in caplog.text
     assert PollerReplica.objects.count() == 1
+
+
+def test_a_negative_replica_timeout_stops_the_process_at_start(tmp_path):
+    env = {
+        **os.environ,
+        "CRAWLFLEET_POLL_REPLICA_TIMEOUT": "-1",
+        "CRAWLFLEET_DATA_DIR": str(tmp_path),
+        "CRAWLFLEET_SECRET_KEY": "test-only-not-secret",
+    }
+    proc = subprocess.run(
+        [str(VENV_BIN / "crawlfleet"), "poller", "--once"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "CRAWLFLEET_POLL_REPLICA_TIMEOUT must be 0 or more seconds" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
